@@ -1,0 +1,170 @@
+"""Multi-head HyperMixing: token mixing whose weights a hypernetwork generates.
+
+For each head ``h`` with input ``X_h`` of shape (time, d_head), a small MLP
+applied to every token (plus its sinusoidal position) produces the two weight
+matrices ``W1_h`` and ``W2_h`` of shape (time, hidden). The head's output is
+
+    Y_h = W2_h · GELU(W1_hᵀ · X_h)
+
+so every token sees every other token through a (hidden, d_head) summary, and
+cost grows linearly with the number of tokens. Heads are concatenated and
+layer-normed. No (time, time) tensor is ever formed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hyperconformer.positional import SinusoidalPositions
+
+__all__ = ["HyperMixing"]
+
+
+class HyperMixing(nn.Module):
+    """Multi-head HyperMixing token mixer, linear in the input length.
+
+    Arguments
+    ---------
+    d_model : int
+        Feature size of the input and output.
+    hypernet_size : int
+        Total hidden size of the generated token-mixing MLP, split over heads
+        (each head's ``W1``/``W2`` have ``hypernet_size // num_heads`` columns).
+    num_heads : int
+        Number of heads; ``d_model`` and ``hypernet_size`` must divide by it.
+    tied : bool
+        If True, ``W2`` is ``W1`` (one generator instead of two).
+
+    Example
+    -------
+    >>> mix = HyperMixing(d_model=144, hypernet_size=576, num_heads=8)
+    >>> x = torch.randn(2, 50, 144)
+    >>> pad = torch.arange(50)[None, :] >= torch.tensor([[50], [30]])
+    >>> mix(x, key_padding_mask=pad).shape
+    torch.Size([2, 50, 144])
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        hypernet_size: int,
+        num_heads: int = 1,
+        tied: bool = False,
+    ) -> None:
+        super().__init__()
+        if d_model % num_heads != 0:
+            raise ValueError(
+                f"d_model ({d_model}) must be divisible by num_heads ({num_heads})"
+            )
+        if hypernet_size % num_heads != 0:
+            raise ValueError(
+                f"hypernet_size ({hypernet_size}) must be divisible by "
+                f"num_heads ({num_heads})"
+            )
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.head_hidden = hypernet_size // num_heads
+        self.tied = tied
+        # One generator for W1 and one for W2 (G = 2), or a shared one (G = 1).
+        self.num_generators = 1 if tied else 2
+        g, h, f, k = self.num_generators, num_heads, self.head_dim, self.head_hidden
+
+        # Fused hypernetwork: both generators' first layers in one weight
+        # (heads, G * d_head, d_head), second layers in (heads * G, d_head, k).
+        self.gen_w1 = nn.Parameter(torch.empty(h, g * f, f))
+        self.gen_b1 = nn.Parameter(torch.empty(h, g * f))
+        self.gen_w2 = nn.Parameter(torch.empty(h * g, f, k))
+        self.gen_b2 = nn.Parameter(torch.empty(h * g, k))
+        self.positions = SinusoidalPositions(d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Per-head uniform init with the fan-in of one head's linear layer."""
+        bound = 1.0 / math.sqrt(self.head_dim)
+        for p in (self.gen_w1, self.gen_b1, self.gen_w2, self.gen_b2):
+            nn.init.uniform_(p, -bound, bound)
+        self.norm.reset_parameters()
+
+    def generate_weights(
+        self, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the hypernetwork once for both weight matrices.
+
+        Arguments
+        ---------
+        tokens : torch.Tensor
+            (batch, time, d_model), already position-encoded.
+
+        Returns
+        -------
+        W1, W2 : torch.Tensor
+            Each (heads, batch, time, head_hidden); the same tensor if tied.
+        """
+        b, t, _ = tokens.shape
+        h, g, f, k = (
+            self.num_heads,
+            self.num_generators,
+            self.head_dim,
+            self.head_hidden,
+        )
+        x = tokens.reshape(b * t, h, f).transpose(0, 1)  # (h, b*t, f)
+        hidden = torch.baddbmm(self.gen_b1.unsqueeze(1), x, self.gen_w1.transpose(1, 2))
+        hidden = F.gelu(hidden)  # (h, b*t, g*f)
+        hidden = hidden.reshape(h, b * t, g, f).transpose(1, 2).reshape(h * g, b * t, f)
+        weights = torch.baddbmm(self.gen_b2.unsqueeze(1), hidden, self.gen_w2)
+        weights = weights.view(h, g, b, t, k)
+        return weights[:, 0], weights[:, g - 1]
+
+    def forward(
+        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mix tokens.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            (batch, time, d_model).
+        key_padding_mask : torch.Tensor, optional
+            (batch, time) bool, True at padded frames. Padded frames take no
+            part in the mixing, so valid outputs do not depend on padding.
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, time, d_model).
+        """
+        if x.dim() != 3 or x.size(-1) != self.d_model:
+            raise ValueError(
+                f"HyperMixing expects input of shape (batch, time, {self.d_model}), "
+                f"got {tuple(x.shape)}"
+            )
+        b, t, _ = x.shape
+        h, f = self.num_heads, self.head_dim
+        valid = None
+        if key_padding_mask is not None:
+            if key_padding_mask.shape != (b, t):
+                raise ValueError(
+                    f"key_padding_mask must have shape {(b, t)}, "
+                    f"got {tuple(key_padding_mask.shape)}"
+                )
+            valid = (~key_padding_mask).unsqueeze(-1).to(x.dtype)  # (b, t, 1)
+            x = x * valid
+
+        w1, w2 = self.generate_weights(x + self.positions(x))
+        if valid is not None:
+            # Zero rows of padded tokens: they then add nothing to W1ᵀX.
+            w1 = w1 * valid
+            w2 = w2 * valid
+        heads = x.reshape(b, t, h, f).permute(2, 0, 1, 3).reshape(h * b, t, f)
+        w1 = w1.reshape(h * b, t, self.head_hidden)
+        w2 = w2.reshape(h * b, t, self.head_hidden)
+        summary = F.gelu(torch.bmm(w1.transpose(1, 2), heads))  # (h*b, k, f)
+        out = torch.bmm(w2, summary)  # (h*b, t, f)
+        out = out.view(h, b, t, f).permute(1, 2, 0, 3).reshape(b, t, self.d_model)
+        return self.norm(out)
