@@ -99,7 +99,8 @@ def convert_speechbrain_state_dict(
     ...     TransformerASR)
     >>> from hyperconformer import HyperConformerASR
     >>> sizes = dict(input_size=20, tgt_vocab=10, d_model=16, nhead=2,
-    ...              num_encoder_layers=1, num_decoder_layers=1, d_ffn=32)
+    ...              num_encoder_layers=1, num_decoder_layers=1, d_ffn=32,
+    ...              normalize_before=True)
     >>> sb = TransformerASR(**sizes, encoder_module="conformer",
     ...                     attention_type="hypermixing", causal=False)
     >>> ours = HyperConformerASR(**sizes)

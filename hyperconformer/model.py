@@ -123,7 +123,7 @@ class HyperConformerASR(nn.Module):
         dropout: float = 0.1,
         activation: type[nn.Module] = nn.ReLU,
         positional_encoding: str | None = "fixed_abs_sine",
-        normalize_before: bool = False,
+        normalize_before: bool = True,
         kernel_size: int = 31,
         bias: bool = True,
         encoder_module: str = "conformer",
