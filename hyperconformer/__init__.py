@@ -1,12 +1,16 @@
 """HyperConformer: multi-head HyperMixing Conformer ASR for SpeechBrain."""
 
+from hyperconformer.audio import TranscriptionError, load_audio
 from hyperconformer.compat import convert_speechbrain_state_dict
 from hyperconformer.encoder import HyperConformerEncoder, HyperConformerLayer
+from hyperconformer.frontend import ConvFrontEnd
+from hyperconformer.inference import Transcriber
 from hyperconformer.mixing import HyperMixing
 from hyperconformer.model import HyperConformerASR
 from hyperconformer.positional import SinusoidalPositions, sinusoidal_encoding
 
 __all__ = [
+    "ConvFrontEnd",
     "HyperConformerASR",
     "HyperConformerEncoder",
     "HyperConformerLayer",
@@ -14,4 +18,7 @@ __all__ = [
     "SinusoidalPositions",
     "convert_speechbrain_state_dict",
     "sinusoidal_encoding",
+    "Transcriber",
+    "TranscriptionError",
+    "load_audio",
 ]

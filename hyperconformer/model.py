@@ -220,6 +220,13 @@ class HyperConformerASR(nn.Module):
             x = x + self.decoder_positions(x)
         return x
 
+    def make_streaming_context(self, *args: object, **kwargs: object) -> None:
+        """Streaming is not supported: the encoder mixes the whole utterance.
+
+        Present so SpeechBrain's ``EncoderWrapper`` can wrap this model.
+        """
+        raise NotImplementedError("HyperConformerASR is offline: no streaming")
+
     def encode(
         self,
         src: torch.Tensor,
