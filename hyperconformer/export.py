@@ -1,0 +1,248 @@
+"""Export a trained recipe model as a self-contained SpeechBrain model folder.
+
+The folder holds four files:
+
+``hyperparams.yaml``
+    HyperPyYAML that rebuilds the model for inference. It loads with
+    SpeechBrain's stock ``EncoderDecoderASR``::
+
+        from speechbrain.inference.ASR import EncoderDecoderASR
+        asr = EncoderDecoderASR.from_hparams(source="results/x/model", savedir="tmp")
+        asr.transcribe_file("utt.flac")
+
+    Top-level keys:
+
+    - ``sample_rate``, ``bos_index``, ``eos_index``, ``blank_index``,
+      ``beam_size``, ``ctc_weight``, ``min_decode_ratio``, ``max_decode_ratio``,
+      ``temperature``: plain values.
+    - ``compute_features`` (fbank), ``normalizer`` (global
+      ``InputNormalization``), ``CNN`` (front-end), ``Transformer`` (the
+      encoder-decoder), ``ctc_lin``, ``seq_lin``: copied from the training
+      yaml, with every reference resolved, so any model class works.
+    - ``asr_model``: ``torch.nn.ModuleList([CNN, Transformer, seq_lin, ctc_lin])``,
+      the module whose state dict is ``model.ckpt``.
+    - ``tokenizer``: a ``sentencepiece.SentencePieceProcessor``.
+    - ``encoder``: waveform -> encoder states (``compute_features``,
+      ``normalizer``, ``CNN``, ``Transformer.encode``), a
+      ``LengthsCapableSequential`` taking relative lengths.
+    - ``decoder``: joint CTC/attention ``S2STransformerBeamSearcher``
+      (``ctc_scorer`` and ``scorer`` hold its CTC part).
+    - ``audio_normalizer``: resampling/downmixing to ``sample_rate``.
+    - ``modules`` (``encoder``, ``decoder``) and ``pretrainer`` (loads the
+      three checkpoint files below), as ``Pretrained.from_hparams`` expects.
+
+``model.ckpt``
+    ``asr_model.state_dict()`` on the CPU; loads with
+    ``torch.load(path, weights_only=True)``.
+``normalizer.ckpt``
+    The global feature statistics ``{"count", "glob_mean", "glob_std"}``.
+``tokenizer.ckpt``
+    The SentencePiece model file.
+
+The training yaml must name its modules ``compute_features``, ``normalize``,
+``CNN``, ``Transformer``, ``ctc_lin`` and ``seq_lin``, and may set
+``sample_rate``, ``bos_index``, ``eos_index``, ``blank_index``,
+``test_beam_size``, ``ctc_weight_decode``, ``min_decode_ratio``,
+``max_decode_ratio`` and ``temperature`` (defaults below). A language model
+used in training-time tests is not exported.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from hyperpyyaml import resolve_references
+from ruamel.yaml import YAML
+
+__all__ = ["export_model_folder"]
+
+# Exported name -> key in the training yaml.
+_COPIED_NODES = {
+    "compute_features": "compute_features",
+    "normalizer": "normalize",
+    "CNN": "CNN",
+    "Transformer": "Transformer",
+    "ctc_lin": "ctc_lin",
+    "seq_lin": "seq_lin",
+}
+
+# Exported name -> (key in the training yaml, default).
+_VALUES = {
+    "sample_rate": ("sample_rate", 16000),
+    "bos_index": ("bos_index", 1),
+    "eos_index": ("eos_index", 2),
+    "blank_index": ("blank_index", 0),
+    "beam_size": ("test_beam_size", 10),
+    "ctc_weight": ("ctc_weight_decode", 0.4),
+    "min_decode_ratio": ("min_decode_ratio", 0.0),
+    "max_decode_ratio": ("max_decode_ratio", 1.0),
+    "temperature": ("temperature", 1.0),
+}
+
+_ENCODER_WRAPPER = "speechbrain.lobes.models.transformer.TransformerASR.EncoderWrapper"
+
+_INFERENCE_PART = """
+audio_normalizer: !new:speechbrain.dataio.preprocess.AudioNormalizer
+    sample_rate: !ref <sample_rate>
+
+tokenizer: !new:sentencepiece.SentencePieceProcessor
+
+encoder: !new:speechbrain.nnet.containers.LengthsCapableSequential
+    compute_features: !ref <compute_features>
+    normalizer: !ref <normalizer>
+    CNN: !ref <CNN>
+    transformer_encoder: !new:ENCODER_WRAPPER
+        transformer: !ref <Transformer>
+
+ctc_scorer: !new:speechbrain.decoders.scorer.CTCScorer
+    ctc_fc: !ref <ctc_lin>
+    blank_index: !ref <blank_index>
+    eos_index: !ref <eos_index>
+
+scorer: !new:speechbrain.decoders.scorer.ScorerBuilder
+    full_scorers: [!ref <ctc_scorer>]
+    weights:
+        ctc: !ref <ctc_weight>
+
+decoder: !new:speechbrain.decoders.S2STransformerBeamSearcher
+    modules: [!ref <Transformer>, !ref <seq_lin>]
+    bos_index: !ref <bos_index>
+    eos_index: !ref <eos_index>
+    min_decode_ratio: !ref <min_decode_ratio>
+    max_decode_ratio: !ref <max_decode_ratio>
+    beam_size: !ref <beam_size>
+    temperature: !ref <temperature>
+    using_eos_threshold: False
+    length_normalization: True
+    scorer: !ref <scorer>
+
+asr_model: !new:torch.nn.ModuleList
+    - [!ref <CNN>, !ref <Transformer>, !ref <seq_lin>, !ref <ctc_lin>]
+
+modules:
+    encoder: !ref <encoder>
+    decoder: !ref <decoder>
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        model: !ref <asr_model>
+        normalizer: !ref <normalizer>
+        tokenizer: !ref <tokenizer>
+"""
+
+
+def _strip_comments(node):
+    """Drops the training yaml's comments, which ruamel attaches oddly."""
+    ca = getattr(node, "ca", None)
+    if ca is not None:
+        ca.items.clear()
+        ca.comment = None
+        ca.end = None
+    if isinstance(node, Mapping):
+        for value in node.values():
+            _strip_comments(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strip_comments(value)
+
+
+def _plain(value):
+    """ruamel scalars (ScalarFloat, ...) as plain Python values."""
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
+def export_hparams(hparams_file, overrides=None) -> str:
+    """The inference ``hyperparams.yaml`` text for a training yaml.
+
+    Arguments
+    ---------
+    hparams_file : str or Path
+        The training yaml.
+    overrides : str or dict, optional
+        The overrides the model was trained with (as given to
+        ``load_hyperpyyaml``); they change sizes, vocabulary, ...
+
+    Returns
+    -------
+    str
+    """
+    with open(hparams_file, encoding="utf-8") as fin:
+        resolved = resolve_references(fin, overrides or {})
+    yaml = YAML()
+    tree = yaml.load(resolved)
+    missing = [key for key in _COPIED_NODES.values() if key not in tree]
+    if missing:
+        raise KeyError(f"{hparams_file} does not define {', '.join(missing)}")
+
+    values = {
+        name: _plain(tree.get(key, default)) for name, (key, default) in _VALUES.items()
+    }
+    nodes = {name: tree[key] for name, key in _COPIED_NODES.items()}
+    _strip_comments(nodes)
+
+    out = io.StringIO()
+    out.write(
+        f"# Inference model exported from {Path(hparams_file).name}.\n"
+        "# Load with speechbrain.inference.ASR.EncoderDecoderASR.from_hparams.\n\n"
+    )
+    yaml.dump(values, out)
+    out.write("\n")
+    yaml.dump(nodes, out)
+    out.write(_INFERENCE_PART.replace("ENCODER_WRAPPER", _ENCODER_WRAPPER))
+    return out.getvalue()
+
+
+def export_model_folder(
+    out_dir,
+    hparams_file,
+    asr_model: torch.nn.Module,
+    normalizer: torch.nn.Module,
+    tokenizer_file,
+    overrides=None,
+) -> Path:
+    """Writes a model folder loadable with SpeechBrain's ``EncoderDecoderASR``.
+
+    Arguments
+    ---------
+    out_dir : str or Path
+        The folder to (over)write: hyperparams.yaml, model.ckpt,
+        normalizer.ckpt, tokenizer.ckpt (see the module docstring).
+    hparams_file : str or Path
+        The training yaml; module definitions are copied from it.
+    asr_model : torch.nn.Module
+        ``ModuleList([CNN, Transformer, seq_lin, ctc_lin])`` with the weights
+        to export (the recipe's ``model``).
+    normalizer : speechbrain.processing.features.InputNormalization
+        The trained global feature normalisation.
+    tokenizer_file : str or Path
+        The SentencePiece ``.model`` file.
+    overrides : str or dict, optional
+        The overrides the model was trained with.
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    text = export_hparams(hparams_file, overrides)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "hyperparams.yaml").write_text(text, encoding="utf-8")
+
+    state = {k: v.detach().cpu() for k, v in asr_model.state_dict().items()}
+    torch.save(state, out_dir / "model.ckpt")
+    stats = {
+        "count": int(normalizer.count),
+        "glob_mean": normalizer.glob_mean.detach().cpu(),
+        "glob_std": normalizer.glob_std.detach().cpu(),
+    }
+    torch.save(stats, out_dir / "normalizer.ckpt")
+    shutil.copyfile(tokenizer_file, out_dir / "tokenizer.ckpt")
+    return out_dir

@@ -1,0 +1,194 @@
+"""Command line: transcribe audio files with an exported model folder.
+
+Example::
+
+    hyperconformer-transcribe --model results/hyperconformer_8M/7775/model \\
+        recordings/ talk.mp3 --output json > transcripts.json
+
+Inputs are audio files (anything soundfile or librosa reads, any rate and
+channel count) or folders (searched recursively). Problems with one input
+(missing, not audio, empty, too short) are reported on stderr, one line each,
+and the other inputs are still transcribed; the exit status is then 1.
+
+Output formats (stdout):
+
+``text``
+    The transcript alone for a single input file, else ``FILE<TAB>TRANSCRIPT``
+    lines.
+``json``
+    A list of objects with ``file``, ``transcript``, ``duration`` (seconds),
+    ``decoding_time`` (seconds) and ``error`` (null unless it failed).
+``csv``
+    The same fields, with a header row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from hyperconformer.audio import TranscriptionError, collect_audio_files
+
+__all__ = ["build_parser", "main"]
+
+_FIELDS = ("file", "transcript", "duration", "decoding_time", "error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hyperconformer-transcribe`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="hyperconformer-transcribe",
+        description="Transcribe audio files with a HyperConformer model folder.",
+    )
+    parser.add_argument("inputs", nargs="+", help="audio files or folders")
+    parser.add_argument(
+        "--model", required=True, help="exported model folder (hyperparams.yaml, ...)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument(
+        "--beam-size",
+        type=int,
+        default=None,
+        help="beam size (default: the model's); with --ctc-only, >1 selects "
+        "CTC prefix beam search instead of greedy decoding",
+    )
+    parser.add_argument(
+        "--ctc-weight",
+        type=float,
+        default=None,
+        help="CTC weight of joint attention/CTC decoding (default: the model's)",
+    )
+    parser.add_argument(
+        "--ctc-only",
+        action="store_true",
+        help="decode with the CTC head alone (fast)",
+    )
+    parser.add_argument(
+        "--ctc-scoring",
+        choices=("auto", "full", "partial"),
+        default="auto",
+        help="joint decoding: CTC-score every token (full, as SpeechBrain's "
+        "EncoderDecoderASR; slow on CPU) or only the best attention candidates "
+        "(partial, much faster); auto = full, but partial for long-file windows",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="files (or long-file windows) per batch",
+    )
+    parser.add_argument(
+        "--output", choices=("text", "json", "csv"), default="text", help="format"
+    )
+    parser.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=30.0,
+        help="longer files are decoded in overlapping windows of this length; "
+        "0 decodes every file in one pass (default: 30)",
+    )
+    parser.add_argument(
+        "--overlap-seconds",
+        type=float,
+        default=5.0,
+        help="least overlap between windows (default: 5)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar on stderr"
+    )
+    return parser
+
+
+def _write(results: list[dict], fmt: str, single: bool, out: TextIO) -> None:
+    if fmt == "json":
+        json.dump(results, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    elif fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(results)
+    else:
+        for row in results:
+            if row["error"] is None:
+                out.write(
+                    row["transcript"] + "\n"
+                    if single
+                    else f"{row['file']}\t{row['transcript']}\n"
+                )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    0 when every input was transcribed, 1 when any input or the model failed,
+    2 for a usage error.
+    """
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    # Library chatter (deprecation notes, SpeechBrain's logging) is not ours
+    # to show; errors are reported below.
+    warnings.filterwarnings("ignore")
+    logging.getLogger("speechbrain").setLevel(logging.ERROR)
+
+    from hyperconformer.inference import Transcriber
+
+    failed = False
+    files: list[Path] = []
+    early: list[dict] = []
+    for item in args.inputs:
+        try:
+            files.extend(collect_audio_files([item]))
+        except TranscriptionError as err:
+            print(f"error: {err}", file=sys.stderr)
+            early.append(dict.fromkeys(_FIELDS) | {"file": item, "error": str(err)})
+            failed = True
+    try:
+        asr = Transcriber.from_pretrained(
+            args.model,
+            device=args.device,
+            beam_size=args.beam_size,
+            ctc_weight=args.ctc_weight,
+            ctc_only=args.ctc_only,
+            chunk_seconds=args.chunk_seconds or None,
+            overlap_seconds=args.overlap_seconds,
+            batch_size=args.batch_size,
+            ctc_scoring=args.ctc_scoring,
+        )
+    except (TranscriptionError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+    results = list(early)
+    single = (
+        len(args.inputs) == 1 and len(files) == 1 and not Path(args.inputs[0]).is_dir()
+    )
+    progress = None if len(files) > 1 and not args.no_progress else False
+    for result in asr.transcribe_files(files, progress=progress):
+        if result.error is not None:
+            print(f"error: {result.error}", file=sys.stderr)
+            failed = True
+        row = {name: getattr(result, name) for name in _FIELDS}
+        for key in ("duration", "decoding_time"):
+            if row[key] is not None:
+                row[key] = round(row[key], 3)
+        results.append(row)
+        if args.output == "text":
+            # Stream text output so long runs show results as they come.
+            _write([row], "text", single, sys.stdout)
+            sys.stdout.flush()
+    if args.output != "text":
+        _write(results, args.output, single, sys.stdout)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
