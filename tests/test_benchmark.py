@@ -1,0 +1,123 @@
+"""tools/benchmark.py on a tiny configuration: the table is produced and a failing
+cell is reported in it, not fatal."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+class Exploding(torch.nn.Module):
+    """Fails like SpeechBrain's hypermixing past its 3000 positional encodings."""
+
+    def forward(self, feats, wav_lens):
+        raise RuntimeError(
+            "The size of tensor a (3025) must match the size of tensor b (3000) "
+            "at non-singleton dimension 1"
+        )
+
+
+def test_inputs_are_padded_batches(bench):
+    feats, wav_lens = bench.make_inputs(2, 3)
+    assert feats.shape == (3, 200, 80)
+    assert wav_lens.tolist() == [0.5, 0.75, 1.0]
+    assert feats[0, 100:].abs().sum() == 0 and feats[0, :100].abs().sum() > 0
+    assert bench.make_inputs(1, 1)[1].tolist() == [1.0]
+
+
+def test_tiny_run_reports_failures(bench, monkeypatch):
+    real_build = bench.build_model
+
+    def build(name, device="cpu"):
+        return Exploding() if name == "sb_hypermixing" else real_build(name, device)
+
+    monkeypatch.setattr(bench, "build_model", build)
+    results = bench.run_benchmark(
+        models=["ours", "sb_hypermixing"],
+        lengths=[0.5],
+        batches=[1, 2],
+        repeats=1,
+        threads=1,
+        in_process=True,
+        log=None,
+    )
+    assert [(r.model, r.batch, r.status) for r in results] == [
+        ("ours", 1, "ok"),
+        ("ours", 2, "ok"),
+        ("sb_hypermixing", 1, "fails: >3000 frames"),
+        ("sb_hypermixing", 2, "fails: >3000 frames"),
+    ]
+    ours = results[0]
+    assert ours.time_s > 0 and ours.encoder_frames == 13  # 50 frames -> 13
+    table = bench.format_table(results)
+    lines = table.splitlines()
+    assert lines[0].startswith("| audio | batch | time ours | time sb_hypermixing")
+    assert "sb_hypermixing / ours" in lines[0]
+    assert len([ln for ln in lines if ln.startswith("| 0.5 s |")]) == 2
+    assert "fails: >3000 frames" in table
+
+
+def test_cli_in_process_writes_json(bench, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    argv = ["--lengths", "0.3", "--batch", "1", "--repeats", "1", "--threads", "1"]
+    argv += ["--models", "ours", "--in-process", "--json", str(out)]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| 0.3 s | 1 |" in printed
+    payload = json.loads(out.read_text())
+    assert payload["threads"] == 1
+    assert payload["results"][0]["status"] == "ok"
+
+
+def test_subprocess_cell_measures_memory(bench):
+    r = bench.run_cell_subprocess("ours", 0.5, 1, threads=1, repeats=1)
+    assert r.status == "ok", r.status
+    assert r.base_mem_mb > 0 and r.peak_abs_mb >= r.base_mem_mb
+    assert r.peak_mem_mb == pytest.approx(r.peak_abs_mb - r.base_mem_mb)
+
+
+def test_budget_skips_cells_predicted_too_slow(bench):
+    done = [bench.CellResult("conformer_small", 10, 1, time_s=2.0)]
+    assert bench._predicted_time(done, "conformer_small", 20, 1) == pytest.approx(8)
+    assert bench._predicted_time(done, "conformer_small", 20, 8) is None
+    results = bench.run_benchmark(
+        models=["ours"],
+        lengths=[0.3, 600],
+        batches=[1],
+        repeats=1,
+        threads=1,
+        in_process=True,
+        budget_s=1e-4,
+        log=None,
+    )
+    assert results[1].status.startswith("skipped")
+    assert "skipped" in bench.format_table(results)
+
+
+def test_status_messages(bench):
+    assert bench._status_for(MemoryError()) == "OOM"
+    oom = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried")
+    assert bench._status_for(oom) == "OOM"
+    assert bench._status_for(ValueError("bad\nthing")) == "fails: ValueError: bad"
