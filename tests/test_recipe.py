@@ -27,7 +27,9 @@ SPLITS = [
 # beam search on the dev set: decoding is tested on the test split.
 SHORT = [
     "--output_neurons=48",
-    "--max_batch_len=20",
+    "--max_batch_len=10",
+    "--valid_batch_size=40",
+    "--test_batch_size=40",
     "--num_buckets=4",
     "--num_workers=0",
     "--valid_search_interval=0",
@@ -141,7 +143,7 @@ def test_resume_keeps_finished_epochs(data_folder, tmp_path):
     assert "Going into epoch 1" not in proc.stderr + proc.stdout
 
 
-def test_two_process_ddp_on_cpu(data_folder, tmp_path):
+def test_two_process_ddp_bf16_on_cpu(data_folder, tmp_path):
     out = tmp_path / "ddp"
     torchrun = [
         sys.executable,
@@ -158,6 +160,7 @@ def test_two_process_ddp_on_cpu(data_folder, tmp_path):
         *SHORT,
         *TINY_MODEL,
         "--number_of_epochs=1",
+        "--precision=bf16",
         launcher=torchrun,
     )
     wer_line(out / "wer_test-clean.txt")

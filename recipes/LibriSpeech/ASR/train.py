@@ -425,6 +425,9 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     asr.tokenizer = tokenizer
+    # Brain then calls set_epoch() on it: new batches every epoch, the same
+    # ones when an interrupted epoch is resumed. (Under DDP, Brain wraps it.)
+    asr.train_sampler = train_opts.get("batch_sampler")
     asr.test_search = make_test_search(hparams, asr.device)
 
     start, cpu_start = time.perf_counter(), time.process_time()
