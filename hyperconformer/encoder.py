@@ -107,13 +107,31 @@ class ConvolutionModule(nn.Module):
         self.pointwise_out = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
+    def _depthwise_time_major(self, y: torch.Tensor) -> torch.Tensor:
+        """Depthwise conv of (batch, time, d_model), output in the same layout.
+
+        Seen as a channels-last (batch, d_model, 1, time) image, the input needs
+        no transpose copy, and the channels-last depthwise kernel is several
+        times faster on CPU than ``Conv1d`` on the transposed tensor.
+        """
+        conv = self.depthwise
+        weight = conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        out = F.conv2d(
+            y.transpose(1, 2).unsqueeze(2),
+            weight,
+            conv.bias,
+            padding=(0, conv.padding[0]),
+            groups=conv.groups,
+        )
+        return out.squeeze(2).transpose(1, 2)
+
     def forward(
         self, x: torch.Tensor, pad_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """(batch, time, d_model) -> (batch, time, d_model); mask (batch, time)."""
         y = F.glu(self.pointwise_in(self.norm(x)), dim=-1)
         y = _zero_padded(y, pad_mask)
-        y = self.depthwise(y.transpose(1, 2)).transpose(1, 2)
+        y = self._depthwise_time_major(y)
         y = self.pointwise_out(self.activation(self.depthwise_norm(y)))
         return _zero_padded(self.dropout(y), pad_mask)
 
