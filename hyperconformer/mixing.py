@@ -91,10 +91,21 @@ class HyperMixing(nn.Module):
             nn.init.uniform_(p, -bound, bound)
         self.norm.reset_parameters()
 
+    def _generator_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """First (fused) hypernetwork layer: (b, t, d) -> (h, g, b, t, d_head)."""
+        b, t, _ = tokens.shape
+        h, g, f = self.num_heads, self.num_generators, self.head_dim
+        x = tokens.reshape(b * t, h, f).transpose(0, 1)  # (h, b*t, f)
+        hidden = torch.baddbmm(self.gen_b1.unsqueeze(1), x, self.gen_w1.transpose(1, 2))
+        hidden = F.gelu(hidden)  # (h, b*t, g*f)
+        return hidden.view(h, b, t, g, f).permute(0, 3, 1, 2, 4)
+
     def generate_weights(
         self, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the hypernetwork once for both weight matrices.
+        """Materialise the generated weight matrices (for inspection).
+
+        ``forward`` never builds them: see its comments.
 
         Arguments
         ---------
@@ -106,19 +117,10 @@ class HyperMixing(nn.Module):
         W1, W2 : torch.Tensor
             Each (heads, batch, time, head_hidden); the same tensor if tied.
         """
-        b, t, _ = tokens.shape
-        h, g, f, k = (
-            self.num_heads,
-            self.num_generators,
-            self.head_dim,
-            self.head_hidden,
-        )
-        x = tokens.reshape(b * t, h, f).transpose(0, 1)  # (h, b*t, f)
-        hidden = torch.baddbmm(self.gen_b1.unsqueeze(1), x, self.gen_w1.transpose(1, 2))
-        hidden = F.gelu(hidden)  # (h, b*t, g*f)
-        hidden = hidden.reshape(h, b * t, g, f).transpose(1, 2).reshape(h * g, b * t, f)
-        weights = torch.baddbmm(self.gen_b2.unsqueeze(1), hidden, self.gen_w2)
-        weights = weights.view(h, g, b, t, k)
+        h, g, k = self.num_heads, self.num_generators, self.head_hidden
+        feats = self._generator_features(tokens)  # (h, g, b, t, f)
+        w2 = self.gen_w2.view(h, g, 1, -1, k)
+        weights = feats @ w2 + self.gen_b2.view(h, g, 1, 1, k)
         return weights[:, 0], weights[:, g - 1]
 
     def forward(
@@ -145,26 +147,38 @@ class HyperMixing(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         b, t, _ = x.shape
-        h, f = self.num_heads, self.head_dim
-        valid = None
+        h, g, f, k = (
+            self.num_heads,
+            self.num_generators,
+            self.head_dim,
+            self.head_hidden,
+        )
         if key_padding_mask is not None:
             if key_padding_mask.shape != (b, t):
                 raise ValueError(
                     f"key_padding_mask must have shape {(b, t)}, "
                     f"got {tuple(key_padding_mask.shape)}"
                 )
-            valid = (~key_padding_mask).unsqueeze(-1).to(x.dtype)  # (b, t, 1)
-            x = x * valid
-
-        w1, w2 = self.generate_weights(x + self.positions(x))
-        if valid is not None:
             # Zero rows of padded tokens: they then add nothing to W1ᵀX.
-            w1 = w1 * valid
-            w2 = w2 * valid
-        heads = x.reshape(b, t, h, f).permute(2, 0, 1, 3).reshape(h * b, t, f)
-        w1 = w1.reshape(h * b, t, self.head_hidden)
-        w2 = w2.reshape(h * b, t, self.head_hidden)
-        summary = F.gelu(torch.bmm(w1.transpose(1, 2), heads))  # (h*b, k, f)
-        out = torch.bmm(w2, summary)  # (h*b, t, f)
+            x = x.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+
+        feats = self._generator_features(x + self.positions(x))  # (h, g, b, t, f)
+        heads = x.reshape(b, t, h, f).permute(2, 0, 1, 3)  # (h, b, t, f)
+        w2 = self.gen_w2.view(h, g, f, k)
+        b2 = self.gen_b2.view(h, g, k)
+        # W1 = A1·V1 + 1·c1ᵀ with A1 the generator features (t x f), V1 (f x k):
+        # W1ᵀX = V1ᵀ(A1ᵀX) + c1·colsum(X), so the (t x k) W1 is never built.
+        gram = feats[:, 0].transpose(2, 3) @ heads  # (h, b, f, f)
+        summary = w2[:, 0].transpose(1, 2).unsqueeze(1) @ gram  # (h, b, k, f)
+        summary = summary + b2[:, 0, None, :, None] * heads.sum(2, keepdim=True)
+        summary = F.gelu(summary)
+        # Likewise W2·S = A2·(V2·S) + 1·(c2ᵀS).
+        projected = w2[:, g - 1].unsqueeze(1) @ summary  # (h, b, f, f)
+        offset = b2[:, g - 1, None, None, :] @ summary  # (h, b, 1, f)
+        out = torch.baddbmm(
+            offset.reshape(h * b, 1, f),
+            feats[:, g - 1].reshape(h * b, t, f),
+            projected.reshape(h * b, f, f),
+        )
         out = out.view(h, b, t, f).permute(1, 2, 0, 3).reshape(b, t, self.d_model)
         return self.norm(out)
