@@ -73,7 +73,11 @@ def test_wavs(tiny_corpus):
     return files[:2]
 
 
-@pytest.mark.parametrize("hparams", ["hyperconformer_demo.yaml", "conformer_demo.yaml"])
+# Global (8M) and per-utterance (demo) feature normalisation; both model classes.
+@pytest.mark.parametrize(
+    "hparams",
+    ["hyperconformer_8M.yaml", "hyperconformer_demo.yaml", "conformer_demo.yaml"],
+)
 def test_export_loads_with_encoder_decoder_asr(
     hparams, tokenizer_file, test_wavs, tmp_path
 ):
@@ -81,7 +85,7 @@ def test_export_loads_with_encoder_decoder_asr(
     with open(HPARAMS / hparams) as fin:
         hp = load_hyperpyyaml(fin, OVERRIDES)
     model, normalize = hp["model"], hp["normalize"]
-    # Non-trivial normaliser statistics, as after training.
+    # Non-trivial normaliser statistics (global normalisation), as after training.
     normalize.train()
     normalize(torch.randn(4, 50, hp["n_mels"]) * 3 + 1, torch.ones(4))
     model.eval()
