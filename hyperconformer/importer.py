@@ -42,7 +42,11 @@ from ruamel.yaml.tag import Tag
 
 from hyperconformer.audio import TranscriptionError
 from hyperconformer.compat import convert_speechbrain_state_dict
-from hyperconformer.inference import check_hparams_safety, load_checkpoint
+from hyperconformer.inference import (
+    check_hparams_safety,
+    load_checkpoint,
+    load_normalizer_statistics,
+)
 from hyperconformer.model import HyperConformerASR
 
 __all__ = ["import_speechbrain_checkpoint", "main"]
@@ -370,14 +374,7 @@ def import_speechbrain_checkpoint(
     asr_model.eval()
 
     normalizer = modules["normalize"]
-    if getattr(normalizer, "norm_type", "global") == "global":
-        stats = load_checkpoint(stats_file)
-        try:
-            normalizer._load_statistics_dict(stats)
-        except (KeyError, TypeError) as err:
-            raise TranscriptionError(
-                f"{stats_file}: not normalizer statistics ({err})"
-            ) from None
+    load_normalizer_statistics(normalizer, stats_file)
 
     if verify and not already_ours:
         original = _build(original_text, f"{hparams_file} (Transformer)")["Transformer"]

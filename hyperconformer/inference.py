@@ -309,6 +309,24 @@ def _first_line(err: BaseException) -> str:
     )
 
 
+def load_normalizer_statistics(normalizer: torch.nn.Module, stats_file: Path) -> None:
+    """Loads a model folder's ``normalizer.ckpt`` into SpeechBrain's
+    ``InputNormalization``, with :func:`load_checkpoint`'s safety and errors.
+
+    Only global normalisation has statistics to load; a per-sentence
+    normaliser is left as it is.
+    """
+    if getattr(normalizer, "norm_type", "") != "global":
+        return
+    stats = load_checkpoint(stats_file)
+    try:
+        normalizer._load_statistics_dict(stats)
+    except (KeyError, TypeError) as err:
+        raise TranscriptionError(
+            f"{stats_file}: not normalizer statistics ({_first_line(err)})"
+        ) from None
+
+
 # ----------------------------------------------------------------------------
 # Alignment and stitching
 
@@ -668,15 +686,8 @@ class Transcriber:
             ) from None
 
         normalizer = hparams.get("normalizer", hparams.get("normalize"))
-        if normalizer is not None and getattr(normalizer, "norm_type", "") == "global":
-            stats_file = folder / "normalizer.ckpt"
-            stats = load_checkpoint(stats_file)
-            try:
-                normalizer._load_statistics_dict(stats)
-            except (KeyError, TypeError) as err:
-                raise TranscriptionError(
-                    f"{stats_file}: not normalizer statistics ({_first_line(err)})"
-                ) from None
+        if normalizer is not None:
+            load_normalizer_statistics(normalizer, folder / "normalizer.ckpt")
         try:
             hparams["tokenizer"].load(str(tokenizer_file))
         except Exception as err:

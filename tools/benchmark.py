@@ -283,6 +283,35 @@ class CellResult:
     encoder_frames: int | None = None
 
 
+def start_cuda_peak(device: torch.device) -> int:
+    """Frees cached blocks and restarts the CUDA peak count; returns the bytes
+    allocated now, the base that :func:`record_peak_memory` subtracts."""
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    return base
+
+
+def record_peak_memory(
+    result: CellResult,
+    device: torch.device,
+    cuda_base: int | None,
+    base_mem_mb: float | None,
+) -> None:
+    """Fills ``result``'s memory fields after its runs: on CUDA from the
+    allocator's peak above ``cuda_base``; on CPU from the peak RSS above
+    ``base_mem_mb``, when that is known (a fresh process only)."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        result.peak_mem_mb = (peak - cuda_base) / 2**20
+        result.peak_abs_mb = peak / 2**20
+        result.base_mem_mb = cuda_base / 2**20
+    elif base_mem_mb is not None:
+        result.base_mem_mb = base_mem_mb
+        result.peak_abs_mb = peak_rss_mb()
+        result.peak_mem_mb = result.peak_abs_mb - base_mem_mb
+
+
 def measure(
     model: torch.nn.Module,
     name: str,
@@ -304,10 +333,7 @@ def measure(
     result = CellResult(name, seconds, batch)
     try:
         feats, wav_lens = make_inputs(seconds, batch, device)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            base = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
+        base = start_cuda_peak(device) if device.type == "cuda" else None
         out = None
 
         def call():
@@ -319,15 +345,7 @@ def measure(
         result.times_s = times
         result.time_s = statistics.median(times)
         result.encoder_frames = int(out.shape[1])
-        if device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(device)
-            result.peak_mem_mb = (peak - base) / 2**20
-            result.peak_abs_mb = peak / 2**20
-            result.base_mem_mb = base / 2**20
-        elif base_mem_mb is not None:
-            result.base_mem_mb = base_mem_mb
-            result.peak_abs_mb = peak_rss_mb()
-            result.peak_mem_mb = result.peak_abs_mb - base_mem_mb
+        record_peak_memory(result, device, base, base_mem_mb)
     except (RuntimeError, MemoryError, ValueError, IndexError) as exc:
         result.status = _status_for(exc)
         if device.type == "cuda":

@@ -77,6 +77,8 @@ from benchmark import (  # noqa: E402  (tools/ is not a package)
     _status_for,
     measure,
     peak_rss_mb,
+    record_peak_memory,
+    start_cuda_peak,
     time_call,
 )
 
@@ -347,10 +349,7 @@ def measure_training(
         params = [p for module in modules for p in module.parameters()]
         vocab = int(hp.get("output_neurons", 32))
         feats, wav_lens, tokens = make_training_batch(seconds, batch, vocab, device)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            base = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
+        base = start_cuda_peak(device) if device.type == "cuda" else None
 
         def step() -> None:
             for p in params:
@@ -363,15 +362,7 @@ def measure_training(
             times = time_call(step, device, repeats, budget_s, clock)
         result.times_s = times
         result.time_s = statistics.median(times)
-        if device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(device)
-            result.peak_mem_mb = (peak - base) / 2**20
-            result.peak_abs_mb = peak / 2**20
-            result.base_mem_mb = base / 2**20
-        elif base_mem_mb is not None:
-            result.base_mem_mb = base_mem_mb
-            result.peak_abs_mb = peak_rss_mb()
-            result.peak_mem_mb = result.peak_abs_mb - base_mem_mb
+        record_peak_memory(result, device, base, base_mem_mb)
     except (RuntimeError, MemoryError, ValueError, IndexError) as exc:
         result.status = _status_for(exc)
         if device.type == "cuda":
