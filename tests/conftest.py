@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 # The corpus tool and the recipe's prepare script are plain scripts, not
@@ -19,6 +20,15 @@ for _sub in ("tools", "recipes/LibriSpeech/ASR"):
     _path = str(ROOT / _sub)
     if _path not in sys.path:
         sys.path.insert(0, _path)
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """The tools set torch's thread count; no test leaks its setting."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
 
 # About 3 minutes of train audio (~80 utterances, one per speaker) and 40
 # utterances (~1.3 minutes) in each of dev-clean and test-clean.

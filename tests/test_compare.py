@@ -1,33 +1,21 @@
 """tools/compare.py: ``--quick`` writes the report and plots from tiny models and
 fake result folders; failing cells are reported in the tables, not fatal."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "compare.py"
-HPARAMS = TOOL.parents[1] / "hparams" / "LibriSpeech"
+ROOT = Path(__file__).resolve().parents[1]
+HPARAMS = ROOT / "hparams" / "LibriSpeech"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    import compare  # tools/ is on sys.path (conftest.py)
 
-
-@pytest.fixture(autouse=True)
-def keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+    return compare
 
 
 def write_wer(folder: Path, split: str, hyps: list[str], refs: list[str]) -> None:
