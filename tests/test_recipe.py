@@ -5,6 +5,7 @@ of optimiser steps, dev/test beam search, WER files and the exported model.
 Overrides keep the runs short (small vocabulary, two steps, short decoding).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -166,6 +167,11 @@ def test_two_process_ddp_bf16_on_cpu(data_folder, tmp_path):
     wer_line(out / "wer_test-clean.txt")
     assert (out / "model" / "model.ckpt").is_file()
     assert "Distributed run: 2 processes, gloo backend" in proc.stdout + proc.stderr
+    # The ranks leave without finalizing the interpreter: what they wrote last
+    # must still be on disk.
+    assert epochs_logged(out) == [1]
+    assert "Model exported" in (out / "log.txt").read_text()
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 1
 
 
 def _last_line(proc):

@@ -39,7 +39,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 # librispeech_prepare.py sits next to this script (on sys.path when it runs).
 from librispeech_prepare import PrepareError, prepare_librispeech
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
 
 from hyperconformer.export import export_model_folder
 
@@ -491,6 +491,26 @@ def main(argv):
         logger.info("Model exported to %s", output_folder / "model")
 
 
+def leave_distributed_run() -> None:
+    """Ends a torchrun process once every rank is done, without finalizing.
+
+    A gloo worker thread may still be releasing the tensors of a finished
+    collective while the interpreter finalizes; it then needs the GIL, cannot
+    take it, and the rank aborts ("terminate called without an active
+    exception"), failing a run whose work is all saved. The DDP wrappers keep
+    the process group, and so those threads, alive past
+    destroy_process_group(), so they cannot be joined first. Each rank waits
+    for the others (rank 0 exports the model), flushes its logs and output,
+    and leaves at once.
+    """
+    ddp_barrier()
+    torch.distributed.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
@@ -498,3 +518,5 @@ if __name__ == "__main__":
         # From a loader worker, the message also holds the worker's traceback.
         message = str(err).strip().splitlines()[-1]
         sys.exit(f"error: {message.removeprefix('DataError: ')}")
+    if torch.distributed.is_initialized():
+        leave_distributed_run()
