@@ -283,9 +283,12 @@ class CellResult:
     encoder_frames: int | None = None
 
 
-def start_cuda_peak(device: torch.device) -> int:
+def start_cuda_peak(device: torch.device) -> int | None:
     """Frees cached blocks and restarts the CUDA peak count; returns the bytes
-    allocated now, the base that :func:`record_peak_memory` subtracts."""
+    allocated now, the base that :func:`record_peak_memory` subtracts (None
+    on other devices, which have no allocator statistics)."""
+    if device.type != "cuda":
+        return None
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -333,7 +336,7 @@ def measure(
     result = CellResult(name, seconds, batch)
     try:
         feats, wav_lens = make_inputs(seconds, batch, device)
-        base = start_cuda_peak(device) if device.type == "cuda" else None
+        base = start_cuda_peak(device)
         out = None
 
         def call():

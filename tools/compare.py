@@ -349,7 +349,7 @@ def measure_training(
         params = [p for module in modules for p in module.parameters()]
         vocab = int(hp.get("output_neurons", 32))
         feats, wav_lens, tokens = make_training_batch(seconds, batch, vocab, device)
-        base = start_cuda_peak(device) if device.type == "cuda" else None
+        base = start_cuda_peak(device)
 
         def step() -> None:
             for p in params:
