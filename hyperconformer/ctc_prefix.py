@@ -71,8 +71,8 @@ class CTCPrefixScorer:
         # (utterances, vocab, time): one token's frames are contiguous.
         self.x = log_probs.detach().float().transpose(1, 2).contiguous()
         self.lengths = lengths.to(log_probs.device).long()
-        self.valid = torch.arange(time, device=log_probs.device)[None] < (
-            self.lengths[:, None]
+        self.valid = (
+            torch.arange(time, device=log_probs.device)[None] < (self.lengths[:, None])
         )  # (utterances, time)
         blank = self.x[:, blank_index].double()
         self.blank_lp = blank.masked_fill(~self.valid, 0.0)
@@ -121,7 +121,11 @@ class CTCPrefixScorer:
         x = self.x[utt, tokens].double()  # (pairs, time)
         terms = phi[:, start - 1 : time - 1] + x[:, start:]
         terms = terms.masked_fill(~self.valid[utt, start:], MINUS_INF)
-        init = x[:, :1] if self.prefix_length == 0 else torch.full_like(x[:, :1], MINUS_INF)
+        init = (
+            x[:, :1]
+            if self.prefix_length == 0
+            else torch.full_like(x[:, :1], MINUS_INF)
+        )
         return torch.logsumexp(torch.cat((terms, init), dim=1), dim=1)
 
     def eos_scores(self) -> torch.Tensor:
@@ -142,8 +146,10 @@ class CTCPrefixScorer:
         phi = self._phi(rows, tokens, last)
         valid = self.valid[utt, start:]
         logp = self.x[utt, tokens].double()
-        init = logp[:, :1] if self.prefix_length == 0 else torch.full_like(
-            logp[:, :1], MINUS_INF
+        init = (
+            logp[:, :1]
+            if self.prefix_length == 0
+            else torch.full_like(logp[:, :1], MINUS_INF)
         )
         # Frames start-1 .. time-1; cumulative log p from frame `start`.
         logp_c = logp[:, start:].masked_fill(~valid, 0.0)

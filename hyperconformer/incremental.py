@@ -123,7 +123,9 @@ def _decoder_parts(model: nn.Module):
 
     decoder = getattr(model, "decoder", None)
     if not isinstance(decoder, TransformerDecoder):
-        raise ValueError(f"{type(model).__name__} has no SpeechBrain TransformerDecoder")
+        raise ValueError(
+            f"{type(model).__name__} has no SpeechBrain TransformerDecoder"
+        )
     if isinstance(model, HyperConformerASR):
         positions = model.decoder_positions
     else:
@@ -140,7 +142,9 @@ def _decoder_parts(model: nn.Module):
     for layer in decoder.layers:
         for mha in (layer.self_attn, layer.multihead_attn):
             if not isinstance(getattr(mha, "att", None), nn.MultiheadAttention):
-                raise ValueError("decoder attention is not regular multi-head attention")
+                raise ValueError(
+                    "decoder attention is not regular multi-head attention"
+                )
             _projections(mha.att)
     return model.custom_tgt_module, positions, decoder
 
@@ -149,7 +153,9 @@ def _position_table(positions, length: int, d_model: int, like: torch.Tensor):
     """(length, d_model) positions from a SpeechBrain or project module."""
     if positions is None:
         return torch.zeros(length, d_model, dtype=like.dtype, device=like.device)
-    table = positions(torch.zeros(1, length, d_model, dtype=like.dtype, device=like.device))
+    table = positions(
+        torch.zeros(1, length, d_model, dtype=like.dtype, device=like.device)
+    )
     return table.reshape(-1, d_model)[:length]
 
 
@@ -189,7 +195,11 @@ class IncrementalDecoder:
 
     @torch.no_grad()
     def start(
-        self, enc_states: torch.Tensor, enc_lens: torch.Tensor, beam: int, max_steps: int
+        self,
+        enc_states: torch.Tensor,
+        enc_lens: torch.Tensor,
+        beam: int,
+        max_steps: int,
     ) -> None:
         """Cross-attention keys/values of (utterances, time, d_model) states.
 
@@ -210,7 +220,9 @@ class IncrementalDecoder:
         # (B, 1, 1, T): True = may attend; the beams are the query axis.
         self.cross_mask = (positions[None, :] < enc_lens[:, None])[:, None, None, :]
 
-    def select(self, rows: torch.Tensor, utterances: torch.Tensor | None = None) -> None:
+    def select(
+        self, rows: torch.Tensor, utterances: torch.Tensor | None = None
+    ) -> None:
         """Keep hypothesis ``rows`` (new row i continues old row ``rows[i]``);
         ``utterances`` (kept utterance indices) when whole utterances leave."""
         for cache in self.self_caches:
@@ -272,9 +284,9 @@ class IncrementalLM:
     """
 
     def __init__(self, lm: nn.Module, temperature: float = 1.0):
-        if getattr(lm, "num_decoder_layers", 0) or getattr(lm, "attention_type", "") != (
-            "regularMHA"
-        ):
+        if getattr(lm, "num_decoder_layers", 0) or getattr(
+            lm, "attention_type", ""
+        ) != ("regularMHA"):
             raise ValueError("only encoder-only, regular-attention TransformerLMs")
         for layer in lm.encoder.layers:
             _projections(layer.self_att.att)
@@ -285,7 +297,11 @@ class IncrementalLM:
     @torch.no_grad()
     def start(self, rows: int, max_steps: int, like: torch.Tensor) -> None:
         """Empty caches for ``rows`` hypotheses."""
-        d_model = self.lm.custom_src_module.d_model if self.lm.embedding_proj is None else self.lm.embedding_proj.w.out_features
+        d_model = (
+            self.lm.custom_src_module.d_model
+            if self.lm.embedding_proj is None
+            else self.lm.embedding_proj.w.out_features
+        )
         self.table = _position_table(
             self.lm.positional_encoding, max_steps + 1, d_model, like.float()
         )
@@ -293,7 +309,9 @@ class IncrementalLM:
         self.key_mask = torch.empty(rows, 0, dtype=torch.bool, device=like.device)
         self.step_index = 0
 
-    def select(self, rows: torch.Tensor, utterances: torch.Tensor | None = None) -> None:
+    def select(
+        self, rows: torch.Tensor, utterances: torch.Tensor | None = None
+    ) -> None:
         """Keep hypothesis ``rows``, as :meth:`IncrementalDecoder.select`."""
         for cache in self.caches:
             cache.select(rows)

@@ -190,7 +190,9 @@ class JointBeamSearcher(S2STransformerBeamSearcher):
             )
         lm = None
         if "transformerlm" in full:
-            lm = IncrementalLM(full["transformerlm"].lm, full["transformerlm"].temperature)
+            lm = IncrementalLM(
+                full["transformerlm"].lm, full["transformerlm"].temperature
+            )
             lm.start(self.n_bh, steps, enc_states)
 
         finished = [[] for _ in range(batch)]
@@ -206,7 +208,7 @@ class JointBeamSearcher(S2STransformerBeamSearcher):
             if any(done):  # complete utterances leave the batch
                 keep = [i for i, d in enumerate(done) if not d]
                 utts = torch.tensor(keep, device=self.device)
-                rows = (utts[:, None] * beam + torch.arange(beam, device=self.device))
+                rows = utts[:, None] * beam + torch.arange(beam, device=self.device)
                 rows = rows.flatten()
                 decoder.select(rows, utts)
                 if lm is not None:
@@ -298,15 +300,21 @@ class JointBeamSearcher(S2STransformerBeamSearcher):
             psi = torch.full(
                 (self.n_bh, vocab), MINUS_INF, dtype=torch.float64, device=self.device
             )
-            psi[rows, cand] = ctc.score(rows.flatten(), cand.flatten(), last).view_as(
-                cand
-            ).to(psi.dtype)
+            psi[rows, cand] = (
+                ctc.score(rows.flatten(), cand.flatten(), last)
+                .view_as(cand)
+                .to(psi.dtype)
+            )
             psi[:, eos] = psi_eos
             psi[:, blank] = MINUS_INF
             delta = (psi - psi_prev[:, None]).float()
             total = (seq.unsqueeze(1) + (before + delta * w)).view(self.batch_size, -1)
             scores, candidates = (total / norm).topk(beam, dim=-1)
-            return scores, candidates, psi.view(self.batch_size, -1).gather(1, candidates)
+            return (
+                scores,
+                candidates,
+                psi.view(self.batch_size, -1).gather(1, candidates),
+            )
 
         # Full scoring, exact where it can matter.
         attn[:, blank] = MINUS_INF
@@ -332,7 +340,9 @@ class JointBeamSearcher(S2STransformerBeamSearcher):
         while todo.numel():
             top_values, top_index = bound[todo].topk(min(m + 1, beam * vocab), dim=-1)
             cand = top_index[:, :m]
-            rows = torch.div(cand, vocab, rounding_mode="floor") + (todo * beam)[:, None]
+            rows = (
+                torch.div(cand, vocab, rounding_mode="floor") + (todo * beam)[:, None]
+            )
             toks = cand % vocab
             psi = ctc.score(rows.flatten(), toks.flatten(), last).view_as(cand)
             psi = torch.where(toks == eos, psi_eos[rows], psi)
