@@ -56,7 +56,8 @@ from tqdm import tqdm
 
 # Bump when anything changes the generated audio or text, so that an existing
 # corpus made by an older generator is rebuilt instead of silently reused.
-CORPUS_VERSION = 1
+# 2: reference word timings (*.words.txt); the audio is that of version 1.
+CORPUS_VERSION = 2
 
 SAMPLE_RATE = 16000
 DEFAULT_SPLITS = ("train-clean-100", "dev-clean", "test-clean")
@@ -581,6 +582,22 @@ _ESPEAK_RATE, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 3, 4
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
+_EVENT_LIST_END, _EVENT_WORD = 0, 1
+
+
+class _Event(ctypes.Structure):
+    """eSpeak NG's ``espeak_EVENT`` (speak_lib.h)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),  # 1-based character offset
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),  # ms
+        ("sample", ctypes.c_int),  # output sample where the event happens
+        ("user_data", ctypes.c_void_p),
+        ("id", ctypes.c_char * 8),
+    ]
 
 
 def _load_private_copy(lib_path: str) -> ctypes.CDLL:
@@ -650,14 +667,23 @@ class _Espeak:
                 f"data path {data_path}"
             )
         self._chunks: list[np.ndarray] = []
+        # (text position, sample) of each word's start in the last synth().
+        self.word_events: list[tuple[int, int]] = []
         # Keep a reference: ctypes callbacks must outlive their C users.
         self._callback = _SYNTH_CALLBACK(self._collect)
         lib.espeak_SetSynthCallback(self._callback)
         self.lib = lib
 
-    def _collect(self, wav: Any, n: int, _events: Any) -> int:
+    def _collect(self, wav: Any, n: int, events: Any) -> int:
         if n > 0 and wav:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        if events:
+            event = ctypes.cast(events, ctypes.POINTER(_Event))
+            i = 0
+            while event[i].type != _EVENT_LIST_END:
+                if event[i].type == _EVENT_WORD:
+                    self.word_events.append((event[i].text_position, event[i].sample))
+                i += 1
         return 0  # 0 = continue synthesis
 
     def close(self) -> None:
@@ -687,6 +713,7 @@ class _Espeak:
             if rc != 0:
                 raise SynthesisError(f"espeak_SetParameter({param}, {value}) -> {rc}")
         self._chunks = []
+        self.word_events = []
         data = text.encode("utf-8") + b"\0"
         rc = self.lib.espeak_Synth(
             data, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None
@@ -708,8 +735,52 @@ def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(x, sr_in, sr_out, quality="HQ")
 
 
-def render(spec: UttSpec, engine: _Espeak) -> tuple[bytes, int]:
-    """Synthesize one utterance; returns ``(flac_bytes, n_samples)``."""
+def word_times(
+    spoken: str, events: Sequence[tuple[int, int]], n_raw: int, rate: int, lead: int
+) -> list[tuple[float, float, bool]]:
+    """(start, end, measured) seconds of each word of ``spoken`` from eSpeak's
+    word events.
+
+    A word starts at its event's sample and ends where the next word starts
+    (the last one where the speech ends), shifted by the ``lead`` samples of
+    silence at 16 kHz. eSpeak speaks some pairs as one word ("there are"):
+    the pair's span is then shared in proportion to the letters, and the
+    second word is marked as not measured.
+
+    >>> word_times("there are cats.", [(1, 0), (11, 2205)], 4410, 22050, 1600)
+    [(0.1, 0.1556, True), (0.1556, 0.2, False), (0.2, 0.3, True)]
+    """
+    words = spoken.split()
+    index = np.cumsum([c == " " for c in spoken])  # word index of each character
+    starts: dict[int, int] = {}
+    for position, sample in events:
+        starts.setdefault(int(index[position - 1]), sample)
+    if not starts or min(starts) != 0 or max(starts) >= len(words):
+        raise SynthesisError(f"eSpeak NG word events do not match {spoken!r}")
+    first = sorted(starts) + [len(words)]
+    samples = [starts[i] for i in first[:-1]] + [n_raw]
+    times: list[tuple[float, float, bool]] = []
+    offset = lead / SAMPLE_RATE
+    for k in range(len(first) - 1):
+        group = words[first[k] : first[k + 1]]
+        letters = np.cumsum([0] + [len(w.strip(".?")) for w in group])
+        span = samples[k + 1] - samples[k]
+        edges = [samples[k] + span * n / letters[-1] for n in letters]
+        for j in range(len(group)):
+            times.append(
+                (
+                    round(offset + edges[j] / rate, 4),
+                    round(offset + edges[j + 1] / rate, 4),
+                    j == 0,
+                )
+            )
+    return times
+
+
+def render(
+    spec: UttSpec, engine: _Espeak
+) -> tuple[bytes, int, list[tuple[float, float, bool]]]:
+    """Synthesize one utterance; returns ``(flac_bytes, n_samples, word_times)``."""
     raw = engine.synth(
         spec.spoken,
         spec.voice_name,
@@ -721,6 +792,13 @@ def render(spec: UttSpec, engine: _Espeak) -> tuple[bytes, int]:
     x = raw.astype(np.float32) / 32768.0
     if engine.sample_rate != SAMPLE_RATE:
         x = _resample(x, engine.sample_rate, SAMPLE_RATE)
+    words = word_times(
+        spec.spoken,
+        engine.word_events,
+        raw.shape[0],
+        engine.sample_rate,
+        round(spec.lead_s * SAMPLE_RATE),
+    )
     x = x * spec.gain
     rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))  # of the speech
     x = np.pad(x, (round(spec.lead_s * SAMPLE_RATE), round(spec.trail_s * SAMPLE_RATE)))
@@ -729,10 +807,12 @@ def render(spec: UttSpec, engine: _Espeak) -> tuple[bytes, int]:
     pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
     buf = io.BytesIO()
     sf.write(buf, pcm, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-    return buf.getvalue(), int(pcm.shape[0])
+    return buf.getvalue(), int(pcm.shape[0]), words
 
 
-def synthesize_chunk(specs: Sequence[UttSpec]) -> list[tuple[bytes, int]]:
+def synthesize_chunk(
+    specs: Sequence[UttSpec],
+) -> list[tuple[bytes, int, list[tuple[float, float, bool]]]]:
     """Render a chunk with a fresh eSpeak instance (worker entry point)."""
     engine = _Espeak()
     try:
@@ -793,8 +873,12 @@ def _generate_split(
     target_seconds: float | None,
     target_utts: int | None,
     progress: bool,
+    words: dict[str, list[tuple[float, float, bool]]],
 ) -> list[tuple[UttSpec, int]]:
-    """Synthesize a prefix of ``specs`` until the target is reached."""
+    """Synthesize a prefix of ``specs`` until the target is reached.
+
+    Fills ``words`` with each accepted utterance's word times.
+    """
     if target_utts is not None:
         specs = islice(specs, target_utts)
         bar = tqdm(total=target_utts, desc=split, unit="utt", disable=not progress)
@@ -837,13 +921,14 @@ def _generate_split(
             if not pending:
                 break
             chunk, result = pending.popleft()
-            for spec, (flac, n_samples) in zip(chunk, result.get(), strict=True):
+            for spec, (flac, n_samples, times) in zip(chunk, result.get(), strict=True):
                 if done():
                     break
                 path = root / spec.rel_path
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(flac)
                 accepted.append((spec, n_samples))
+                words[spec.utt_id] = times
                 seconds += n_samples / SAMPLE_RATE
                 step = 1 if target_utts is not None else n_samples / SAMPLE_RATE
                 bar.update(min(step, max(0, bar.total - bar.n)))  # no overshoot
@@ -860,6 +945,41 @@ def _write_transcripts(root: Path, accepted: Sequence[tuple[UttSpec, int]]) -> N
         spk, chapter = folder.parent.name, folder.name
         lines = sorted(f"{s.utt_id} {s.transcript}\n" for s in specs)
         (folder / f"{spk}-{chapter}.trans.txt").write_text("".join(lines))
+
+
+def _write_word_times(
+    root: Path,
+    accepted: Sequence[tuple[UttSpec, int]],
+    words: dict[str, list[tuple[float, float, bool]]],
+) -> None:
+    """``<spk>-<chapter>.words.txt``: per utterance, the start and end
+    (seconds) of each transcript word: ``ID START END START END ...``, a
+    start marked ``*`` where eSpeak gave the word no event of its own."""
+    by_chapter: dict[Path, list[str]] = {}
+    for spec, _ in accepted:
+        times = " ".join(
+            f"{a:.4f}{'' if measured else '*'} {b:.4f}"
+            for a, b, measured in words[spec.utt_id]
+        )
+        folder = (root / spec.rel_path).parent
+        by_chapter.setdefault(folder, []).append(f"{spec.utt_id} {times}\n")
+    for folder, lines in by_chapter.items():
+        spk, chapter = folder.parent.name, folder.name
+        (folder / f"{spk}-{chapter}.words.txt").write_text("".join(sorted(lines)))
+
+
+def read_word_times(
+    chapter_file: str | os.PathLike,
+) -> dict[str, list[tuple[float, float, bool]]]:
+    """A ``*.words.txt`` file: utterance id -> [(start, end, measured)]."""
+    times = {}
+    for line in Path(chapter_file).read_text().splitlines():
+        utt, *values = line.split()
+        times[utt] = [
+            (float(a.rstrip("*")), float(b), not a.endswith("*"))
+            for a, b in zip(values[::2], values[1::2], strict=True)
+        ]
+    return times
 
 
 def _write_speakers_txt(
@@ -970,6 +1090,7 @@ def make_corpus(
     # Train first: the dev/test size may be a fraction of it.
     ordered = sorted(splits, key=lambda s: split_role(s) != "train")
     results: dict[str, list[tuple[UttSpec, int]]] = {}
+    words: dict[str, list[tuple[float, float, bool]]] = {}
     train_seconds = 0.0
     with _make_pool(workers) as pool:
         for split in ordered:
@@ -983,7 +1104,15 @@ def make_corpus(
                 target_s, target_n = eval_fraction * base, None
             try:
                 results[split] = _generate_split(
-                    root, split, stream, pool, workers, target_s, target_n, progress
+                    root,
+                    split,
+                    stream,
+                    pool,
+                    workers,
+                    target_s,
+                    target_n,
+                    progress,
+                    words,
                 )
             except SynthesisError as exc:
                 raise SynthesisError(f"{split}: {exc}") from None
@@ -996,6 +1125,7 @@ def make_corpus(
     for split in splits:
         accepted = results[split]
         _write_transcripts(root, accepted)
+        _write_word_times(root, accepted, words)
         for spec, n in accepted:
             spk = int(spec.utt_id.split("-")[0])
             minutes[spk] = minutes.get(spk, 0.0) + n / SAMPLE_RATE / 60.0
