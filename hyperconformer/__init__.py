@@ -5,6 +5,7 @@ from hyperconformer.compat import convert_speechbrain_state_dict
 from hyperconformer.encoder import HyperConformerEncoder, HyperConformerLayer
 from hyperconformer.frontend import ConvFrontEnd
 from hyperconformer.inference import Transcriber
+from hyperconformer.joint_search import JointBeamSearcher
 from hyperconformer.mixing import HyperMixing
 from hyperconformer.model import HyperConformerASR
 from hyperconformer.positional import SinusoidalPositions, sinusoidal_encoding
@@ -15,6 +16,7 @@ __all__ = [
     "HyperConformerEncoder",
     "HyperConformerLayer",
     "HyperMixing",
+    "JointBeamSearcher",
     "SinusoidalPositions",
     "convert_speechbrain_state_dict",
     "sinusoidal_encoding",

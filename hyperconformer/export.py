@@ -25,8 +25,9 @@ The folder holds four files:
     - ``encoder``: waveform -> encoder states (``compute_features``,
       ``normalizer``, ``CNN``, ``Transformer.encode``), a
       ``LengthsCapableSequential`` taking relative lengths.
-    - ``decoder``: joint CTC/attention ``S2STransformerBeamSearcher``
-      (``ctc_scorer`` and ``scorer`` hold its CTC part).
+    - ``decoder``: joint CTC/attention :class:`hyperconformer.JointBeamSearcher`
+      (SpeechBrain's ``S2STransformerBeamSearcher`` search, much faster;
+      ``ctc_scorer`` and ``scorer`` hold its CTC part).
     - ``audio_normalizer``: resampling/downmixing to ``sample_rate``.
     - ``modules`` (``encoder``, ``decoder``) and ``pretrainer`` (loads the
       three checkpoint files below), as ``Pretrained.from_hparams`` expects.
@@ -108,7 +109,7 @@ scorer: !new:speechbrain.decoders.scorer.ScorerBuilder
     weights:
         ctc: !ref <ctc_weight>
 
-decoder: !new:speechbrain.decoders.S2STransformerBeamSearcher
+decoder: !new:hyperconformer.JointBeamSearcher
     modules: [!ref <Transformer>, !ref <seq_lin>]
     bos_index: !ref <bos_index>
     eos_index: !ref <eos_index>
