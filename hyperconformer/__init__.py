@@ -4,7 +4,8 @@ from hyperconformer.audio import TranscriptionError, load_audio
 from hyperconformer.compat import convert_speechbrain_state_dict
 from hyperconformer.encoder import HyperConformerEncoder, HyperConformerLayer
 from hyperconformer.frontend import ConvFrontEnd
-from hyperconformer.inference import Transcriber
+from hyperconformer.inference import FileResult, Transcriber
+from hyperconformer.longform import Word
 from hyperconformer.mixing import HyperMixing
 from hyperconformer.model import HyperConformerASR
 from hyperconformer.positional import SinusoidalPositions, sinusoidal_encoding
@@ -18,7 +19,9 @@ __all__ = [
     "SinusoidalPositions",
     "convert_speechbrain_state_dict",
     "sinusoidal_encoding",
+    "FileResult",
     "Transcriber",
+    "Word",
     "TranscriptionError",
     "load_audio",
 ]
