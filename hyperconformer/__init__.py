@@ -4,8 +4,9 @@ from hyperconformer.audio import TranscriptionError, load_audio
 from hyperconformer.compat import convert_speechbrain_state_dict
 from hyperconformer.encoder import HyperConformerEncoder, HyperConformerLayer
 from hyperconformer.frontend import ConvFrontEnd
-from hyperconformer.inference import Transcriber
+from hyperconformer.inference import FileResult, Transcriber
 from hyperconformer.joint_search import JointBeamSearcher
+from hyperconformer.longform import Word
 from hyperconformer.mixing import HyperMixing
 from hyperconformer.model import HyperConformerASR
 from hyperconformer.positional import SinusoidalPositions, sinusoidal_encoding
@@ -20,7 +21,9 @@ __all__ = [
     "SinusoidalPositions",
     "convert_speechbrain_state_dict",
     "sinusoidal_encoding",
+    "FileResult",
     "Transcriber",
+    "Word",
     "TranscriptionError",
     "load_audio",
 ]

@@ -42,7 +42,7 @@ from ruamel.yaml.tag import Tag
 
 from hyperconformer.audio import TranscriptionError
 from hyperconformer.compat import convert_speechbrain_state_dict
-from hyperconformer.inference import (
+from hyperconformer.folder import (
     check_hparams_safety,
     load_checkpoint,
     load_normalizer_statistics,
