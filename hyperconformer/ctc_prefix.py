@@ -128,6 +128,42 @@ class CTCPrefixScorer:
         )
         return torch.logsumexp(torch.cat((terms, init), dim=1), dim=1)
 
+    def score_all(self, utterances: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """Prefix scores of every token for every hypothesis of ``utterances``.
+
+        A matrix product over time in probability space (each hypothesis's
+        ``phi`` scaled by its maximum), in float32: terms more than ~87 nats
+        below that maximum underflow, which only touches scores far too low
+        to matter. Eos and blank entries are left to the caller.
+
+        Returns
+        -------
+        torch.Tensor
+            (utterances, beam, vocab) float64.
+        """
+        start, time, beam = self.start, self.time, self.beam
+        rows = (
+            utterances[:, None] * beam + torch.arange(beam, device=last.device)
+        ).flatten()
+        phi = self.phi[rows, start - 1 : time - 1]  # (rows, frames)
+        valid = self.valid[utterances, start:].repeat_interleave(beam, 0)
+        phi = phi.masked_fill(~valid, MINUS_INF)
+        top = phi.max(dim=1, keepdim=True).values
+        weights = torch.exp(phi - top).float().view(len(utterances), beam, -1)
+        if not hasattr(self, "probs"):
+            self.probs = torch.exp(self.x)  # (utterances, vocab, time)
+        probs = self.probs[utterances, :, start:]
+        psi = torch.log(torch.bmm(weights, probs.transpose(1, 2)).double())
+        psi = psi + top.view(len(utterances), beam, 1)
+        if self.prefix_length == 0:  # frame 0 starts the first token
+            psi = torch.logaddexp(psi, self.x[utterances, None, :, 0].double())
+        psi = psi.nan_to_num(neginf=MINUS_INF).clamp(min=MINUS_INF)
+        # A token repeating the hypothesis's last one needs a blank first.
+        repeat = last[rows]
+        exact = self.score(rows, repeat, last).view(len(utterances), beam)
+        psi.view(-1, psi.size(-1))[torch.arange(len(rows)), repeat] = exact.flatten()
+        return psi
+
     def eos_scores(self) -> torch.Tensor:
         """(rows,) ``log psi`` of ending each hypothesis now."""
         last_frame = (self.lengths - 1).repeat_interleave(self.beam)
@@ -180,4 +216,6 @@ class CTCPrefixScorer:
         self.r_n = self.r_n.index_select(0, rows)
         self.r_b = self.r_b.index_select(0, rows)
         self.psi_prev = self.psi_prev.index_select(0, rows)
+        if hasattr(self, "probs"):
+            self.probs = self.probs.index_select(0, utterances)
         self._refresh()

@@ -14,11 +14,12 @@ changes is how the scores are obtained:
 - full CTC scoring (every token, every step) is computed only where it can
   change the result. CTC prefix scores never increase along a hypothesis
   (``delta <= 0``), so every candidate's joint score is at most its score
-  without the CTC term. The CTC term is computed exactly for the ``m`` best
-  candidates by that bound; if the ``(m+1)``-th bound is below the
-  ``beam``-th exact score, no other candidate can enter the beam, else
-  ``m`` grows (to the whole vocabulary at worst). End-of-sentence and blank
-  are always scored exactly;
+  without the CTC term. The CTC term is computed exactly for the
+  ``2 x beam`` best candidates by that bound; if the next bound is below
+  the ``beam``-th exact score, no other candidate can enter the beam. Else
+  (rare with a trained model, usual with random weights) the utterance's
+  whole vocabulary is scored, as one matrix product over time. End of
+  sentence and blank are always scored exactly;
 - partial CTC scoring (SpeechBrain's ``partial_scorers``) scores the same
   ``scorer_beam_scale x beam`` candidates per hypothesis as SpeechBrain;
 - utterances whose beam is complete leave the batch, so a batch of files or
@@ -335,29 +336,35 @@ class JointBeamSearcher(S2STransformerBeamSearcher):
         psi_all = torch.full(
             bound.shape, MINUS_INF, dtype=torch.float64, device=self.device
         )
-        todo = torch.arange(self.batch_size, device=self.device)
-        m = min(2 * beam, beam * vocab)
-        while todo.numel():
-            top_values, top_index = bound[todo].topk(min(m + 1, beam * vocab), dim=-1)
-            cand = top_index[:, :m]
-            rows = (
-                torch.div(cand, vocab, rounding_mode="floor") + (todo * beam)[:, None]
-            )
-            toks = cand % vocab
-            psi = ctc.score(rows.flatten(), toks.flatten(), last).view_as(cand)
-            psi = torch.where(toks == eos, psi_eos[rows], psi)
-            psi = torch.where(toks == blank, MINUS_INF, psi)
-            value = first[rows, toks] + (psi - psi_prev[rows]).float() * w
+        # The 2 x beam best candidates by their bound, scored exactly.
+        m = min(2 * beam, beam * vocab - 1)
+        top_values, top_index = bound.topk(m + 1, dim=-1)
+        cand = top_index[:, :m]
+        rows = torch.div(cand, vocab, rounding_mode="floor") + self.beam_offset[:, None]
+        toks = cand % vocab
+        psi = ctc.score(rows.flatten(), toks.flatten(), last).view_as(cand)
+        psi = torch.where(toks == eos, psi_eos[rows], psi)
+        psi = torch.where(toks == blank, MINUS_INF, psi)
+        value = first[rows, toks] + (psi - psi_prev[rows]).float() * w
+        if after is not None:
+            value = value + after[rows, toks]
+        value = seq[rows] + value
+        chosen.scatter_(1, cand, value)
+        psi_all.scatter_(1, cand, psi)
+        kth = value.topk(beam, dim=-1).values[:, -1]
+        safe = (top_values[:, m] < kth - _MARGIN) & (kth > MINUS_INF / 1e5)
+        # Elsewhere a candidate beyond them might enter the beam: score all.
+        todo = torch.nonzero(~safe).flatten()
+        if todo.numel():
+            psi = ctc.score_all(todo, last)  # (n, beam, vocab)
+            rows = todo[:, None] * beam + torch.arange(beam, device=self.device)
+            psi[:, :, eos] = psi_eos[rows]
+            psi[:, :, blank] = MINUS_INF
+            value = first[rows] + (psi - psi_prev[rows][..., None]).float() * w
             if after is not None:
-                value = value + after[rows, toks]
-            value = seq[rows] + value
-            chosen[todo[:, None], cand] = value
-            psi_all[todo[:, None], cand] = psi
-            if m >= beam * vocab:
-                break
-            kth = value.topk(beam, dim=-1).values[:, -1]
-            safe = (top_values[:, m] < kth - _MARGIN) & (kth > MINUS_INF / 1e5)
-            todo = todo[~safe]
-            m = min(4 * m, beam * vocab)
+                value = value + after[rows]
+            value = seq[rows][..., None] + value
+            chosen[todo] = value.view(len(todo), -1)
+            psi_all[todo] = psi.view(len(todo), -1)
         scores, candidates = (chosen / norm).topk(beam, dim=-1)
         return scores, candidates, psi_all.gather(1, candidates)
