@@ -31,7 +31,6 @@ from hyperconformer.longform import (
     window_starts,
 )
 from hyperconformer.search import (
-    LastStepTransformerBeamSearcher,
     build_searcher,
     ctc_greedy,
     ctc_prefix_searcher,
@@ -39,7 +38,6 @@ from hyperconformer.search import (
 
 __all__ = [
     "FileResult",
-    "LastStepTransformerBeamSearcher",
     "Transcriber",
     "TranscriptionError",
     "Word",
@@ -57,6 +55,8 @@ class FileResult:
 
     ``decoding_time`` is the wall time of the batch that decoded the file,
     shared among the batch's files in proportion to their duration.
+    ``words`` (when asked for) holds each word's start and end in seconds
+    from the start of the file, from the CTC alignment of the transcript.
     """
 
     file: str
@@ -64,6 +64,7 @@ class FileResult:
     duration: float | None = None
     decoding_time: float | None = None
     error: str | None = None
+    words: list[Word] | None = None
 
 
 @dataclass
@@ -102,11 +103,10 @@ class Transcriber:
     ctc_scoring : str
         How joint decoding applies CTC: "full" scores every token at every
         step, as the folder's decoder and SpeechBrain's ``EncoderDecoderASR``
-        do (same transcripts); "partial" scores only the ``2 x beam`` best
-        attention candidates (far cheaper: full scoring costs
-        frames x beams x vocabulary per step, minutes per utterance on a
-        CPU with 5000 tokens); "auto" is full for inputs decoded in one pass
-        and partial for the windows of long recordings.
+        do (same transcripts; :class:`~hyperconformer.JointBeamSearcher`
+        computes exactly only what can change the result); "partial" scores
+        only the ``2 x beam`` best attention candidates of each hypothesis,
+        as SpeechBrain's ``partial_scorers`` (a different search).
     """
 
     def __init__(
@@ -119,7 +119,7 @@ class Transcriber:
         chunk_seconds: float | None = 30.0,
         overlap_seconds: float = 5.0,
         batch_size: int = 8,
-        ctc_scoring: str = "auto",
+        ctc_scoring: str = "full",
     ) -> None:
         if beam_size is not None and beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
@@ -144,19 +144,20 @@ class Transcriber:
         self.chunk_seconds = chunk_seconds or None
         self.overlap_seconds = overlap_seconds
         self.beam_size = beam_size
-        if ctc_scoring not in ("auto", "full", "partial"):
+        if ctc_scoring not in ("full", "partial"):
             raise ValueError(
-                f"ctc_scoring must be 'auto', 'full' or 'partial', got {ctc_scoring!r}"
+                f"ctc_scoring must be 'full' or 'partial', got {ctc_scoring!r}"
             )
         self.ctc_scoring = ctc_scoring
-        self.decoder = self._window_decoder = hparams["decoder"]
+        self.decoder = hparams["decoder"]
         if not ctc_only:
-            old, ctc, blank = hparams["decoder"], self.ctc_lin, self.blank_index
             self.decoder = build_searcher(
-                old, ctc, blank, beam_size, ctc_weight, ctc_scoring == "partial"
-            )
-            self._window_decoder = build_searcher(
-                old, ctc, blank, beam_size, ctc_weight, ctc_scoring != "full"
+                hparams["decoder"],
+                self.ctc_lin,
+                self.blank_index,
+                beam_size,
+                ctc_weight,
+                ctc_scoring == "partial",
             )
         self._prefix_searcher = None
         if ctc_only and beam_size is not None and beam_size > 1:
@@ -266,8 +267,7 @@ class Transcriber:
                 hyps.append(self._hyp(tokens, spans if timed else None, frame_seconds))
             return hyps
 
-        decoder = self._window_decoder if timed else self.decoder
-        token_seqs, _, _, _ = decoder(enc, wav_lens)
+        token_seqs, _, _, _ = self.decoder(enc, wav_lens)
         for i, tokens in enumerate(token_seqs):
             tokens = [int(t) for t in tokens]
             spans = None
@@ -294,8 +294,9 @@ class Transcriber:
         words = token_words(self.tokenizer, tokens, spans, frame_seconds)
         return _Hyp(text, words)
 
-    def _transcribe_long(self, wav: torch.Tensor) -> str:
-        """(samples,) signal longer than a window -> text, by stitched windows."""
+    def _transcribe_long(self, wav: torch.Tensor) -> _Hyp:
+        """(samples,) signal longer than a window -> text and words, by
+        stitched windows."""
         window = int(self.chunk_seconds * self.sample_rate)
         overlap = int(self.overlap_seconds * self.sample_rate)
         starts = window_starts(wav.numel(), window, overlap)
@@ -310,7 +311,8 @@ class Transcriber:
                     Word(w.text, w.start + offset, w.end + offset) for w in hyp.words
                 ]
                 pieces.append((offset, offset + window / self.sample_rate, words))
-        return " ".join(w.text for w in stitch_windows(pieces))
+        words = stitch_windows(pieces)
+        return _Hyp(" ".join(w.text for w in words), words)
 
     # ------------------------------------------------------------------ public
 
@@ -333,6 +335,27 @@ class Transcriber:
             One transcript per row. Rows longer than ``chunk_seconds`` are
             transcribed in overlapping windows.
         """
+        return [hyp.text for hyp in self._transcribe_rows(wavs, wav_lens, False)]
+
+    def transcribe_words(
+        self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None
+    ) -> list[list[Word]]:
+        """Transcribe a padded batch into timed words.
+
+        As :meth:`transcribe_batch`, but each row gives its words with start
+        and end times in seconds from the start of the row, from the CTC
+        alignment of the transcript (across windows for long rows).
+
+        Example
+        -------
+        >>> asr.transcribe_words(wav)[0][:1]  # doctest: +SKIP
+        [Word(text='HELLO', start=0.52, end=0.84)]
+        """
+        return [hyp.words for hyp in self._transcribe_rows(wavs, wav_lens, True)]
+
+    def _transcribe_rows(
+        self, wavs: torch.Tensor, wav_lens: torch.Tensor | None, timed: bool
+    ) -> list[_Hyp]:
         if wavs.dim() == 1:
             wavs = wavs.unsqueeze(0)
         if wavs.dim() != 2:
@@ -346,20 +369,19 @@ class Transcriber:
             int(self.chunk_seconds * self.sample_rate) if self.chunk_seconds else None
         )
         long_rows = [i for i, n in enumerate(lengths) if limit and n > limit]
-        texts = [""] * batch
+        hyps = [_Hyp("", [])] * batch
         short_rows = [i for i in range(batch) if i not in long_rows]
         if short_rows and not long_rows:
-            for i, hyp in enumerate(self._decode(wavs, wav_lens)):
-                texts[i] = hyp.text
+            hyps = self._decode(wavs, wav_lens, timed)
         elif short_rows:
             width = max(lengths[i] for i in short_rows)
             sub = wavs[short_rows, :width]
             rel = torch.tensor([lengths[i] / width for i in short_rows])
-            for i, hyp in zip(short_rows, self._decode(sub, rel), strict=True):
-                texts[i] = hyp.text
+            for i, hyp in zip(short_rows, self._decode(sub, rel, timed), strict=True):
+                hyps[i] = hyp
         for i in long_rows:
-            texts[i] = self._transcribe_long(wavs[i, : lengths[i]])
-        return texts
+            hyps[i] = self._transcribe_long(wavs[i, : lengths[i]])
+        return hyps
 
     def transcribe_file(self, path: str | Path) -> str:
         """Transcribe one audio file (any format, rate and channel count).
@@ -377,6 +399,7 @@ class Transcriber:
         paths: Iterable[str | Path],
         batch_size: int | None = None,
         progress: bool | None = False,
+        words: bool = False,
     ) -> Iterator[FileResult]:
         """Transcribe many files in batches, in input order.
 
@@ -391,6 +414,8 @@ class Transcriber:
             Files decoded together; the transcriber's ``batch_size`` if None.
         progress : bool or None
             Show a tqdm bar on stderr; None shows it only on a terminal.
+        words : bool
+            Also give each file's timed words (``FileResult.words``).
 
         Yields
         ------
@@ -430,16 +455,19 @@ class Transcriber:
                     for row, (_, w) in enumerate(short):
                         batch[row, : w.numel()] = w
                     rel = torch.tensor([w.numel() / width for _, w in short])
-                    texts = self.transcribe_batch(batch, rel)
+                    hyps = self._transcribe_rows(batch, rel, words)
                     spent = time.perf_counter() - started
                     total = sum(w.numel() for _, w in short)
-                    for (i, w), text in zip(short, texts, strict=True):
-                        results[i].transcript = text
+                    for (i, w), hyp in zip(short, hyps, strict=True):
+                        results[i].transcript = hyp.text
+                        results[i].words = hyp.words
                         results[i].decoding_time = spent * w.numel() / total
                 for i, w in loaded:
                     if limit and w.numel() > limit:
                         started = time.perf_counter()
-                        results[i].transcript = self._transcribe_long(w)
+                        hyp = self._transcribe_long(w)
+                        results[i].transcript = hyp.text
+                        results[i].words = hyp.words if words else None
                         results[i].decoding_time = time.perf_counter() - started
                 for result in results:
                     bar.update(1)

@@ -16,11 +16,12 @@ forced alignment of the hypothesis to the window's CTC posteriors
 pause between words within the middle half of their overlap, and each window
 contributes the words whose centre lies between its cuts, so a word cut by a
 window edge comes from the neighbouring window, which saw it whole
-(:func:`stitch_windows`). Joint attention/CTC decoding of the windows scores
-CTC only on the best attention candidates of each step
-(``ctc_scoring="auto"``): SpeechBrain's full scoring costs frames x beams x
-vocabulary per step, about 8 s per step of a 30 s window with 5000 tokens on
-one CPU core.
+(:func:`stitch_windows`). Joint attention/CTC decoding of the windows runs in
+batches with :class:`hyperconformer.JointBeamSearcher`, SpeechBrain's full
+CTC scoring at a fraction of its cost (SpeechBrain's own costs frames x beams
+x vocabulary per step, about 8 s per step of a 30 s window with 5000 tokens
+on one CPU core). Word times are absolute: each window's words are shifted by
+the window's start before stitching.
 
 Cost: 1.2x the encoder work of one pass (30 / 25), one Viterbi alignment
 per window (milliseconds), and memory set by ``batch_size`` windows whatever

@@ -1,10 +1,12 @@
 """Decoding: the attention beam searcher and CTC greedy/prefix decoding.
 
-A model folder's ``decoder`` is SpeechBrain's ``S2STransformerBeamSearcher``
-(joint attention/CTC beam search). :func:`build_searcher` rebuilds it with
-other settings (beam size, CTC weight, partial CTC scoring) as the faster
-:class:`LastStepTransformerBeamSearcher`; :func:`ctc_greedy` and
-:func:`ctc_prefix_searcher` decode with the CTC head alone.
+A model folder's ``decoder`` is a joint attention/CTC beam searcher
+(:class:`hyperconformer.JointBeamSearcher`, or SpeechBrain's
+``S2STransformerBeamSearcher`` in older folders). :func:`build_searcher`
+makes it a :class:`~hyperconformer.joint_search.JointBeamSearcher` with the
+folder's or other settings (beam size, CTC weight, partial CTC scoring);
+:func:`ctc_greedy` and :func:`ctc_prefix_searcher` decode with the CTC head
+alone.
 """
 
 from __future__ import annotations
@@ -12,31 +14,13 @@ from __future__ import annotations
 import torch
 from speechbrain.decoders.seq2seq import S2STransformerBeamSearcher
 
+from hyperconformer.joint_search import JointBeamSearcher
+
 __all__ = [
-    "LastStepTransformerBeamSearcher",
     "build_searcher",
     "ctc_greedy",
     "ctc_prefix_searcher",
 ]
-
-
-class LastStepTransformerBeamSearcher(S2STransformerBeamSearcher):
-    """``S2STransformerBeamSearcher`` that projects only the newest step.
-
-    SpeechBrain's searcher applies the output layer to every decoded position
-    at every step and keeps the last; with 5000 tokens that is about half of
-    a step's work once hypotheses reach a hundred tokens (a 30 s window).
-    Same arguments, same search.
-    """
-
-    def forward_step(self, inp_tokens, memory, enc_states, enc_lens):
-        """One step: (batch x beam,) tokens -> (batch x beam, vocab) log-probs."""
-        if memory is None:
-            memory = torch.empty(inp_tokens.size(0), 0, device=inp_tokens.device)
-        memory = torch.cat([memory, inp_tokens.unsqueeze(1)], dim=-1)
-        pred, attn = self.model.decode(memory, enc_states, enc_lens)
-        log_probs = self.softmax(self.fc(pred[:, -1]) / self.temperature)
-        return log_probs, memory, attn
 
 
 def build_searcher(
@@ -68,8 +52,8 @@ def build_searcher(
 
     Returns
     -------
-    The folder's searcher if nothing changes, else a
-    :class:`LastStepTransformerBeamSearcher`.
+    JointBeamSearcher
+        The folder's searcher if it is one and nothing changes.
 
     Raises
     ------
@@ -87,8 +71,9 @@ def build_searcher(
     full = dict(scorer.full_scorers) if scorer else {}
     partial = dict(scorer.partial_scorers) if scorer else {}
     wants_partial = partial_ctc and "ctc" in full
-    if beam_size is None and ctc_weight is None and not wants_partial:
-        return old
+    unchanged = beam_size is None and ctc_weight is None and not wants_partial
+    if unchanged and type(old) is not S2STransformerBeamSearcher:
+        return old  # already fast, or not ours to change
     if not isinstance(old, S2STransformerBeamSearcher):
         raise ValueError(
             "decoder: only S2STransformerBeamSearcher folders take a beam size, "
@@ -118,21 +103,10 @@ def build_searcher(
         )
     else:
         scorer = None
-    return LastStepTransformerBeamSearcher(
-        modules=[old.model, old.fc],
-        temperature=old.temperature,
-        bos_index=old.bos_index,
-        eos_index=old.eos_index,
-        min_decode_ratio=old.min_decode_ratio,
-        max_decode_ratio=old.max_decode_ratio,
+    return JointBeamSearcher.like(
+        old,
         beam_size=beam_size if beam_size is not None else old.beam_size,
         scorer=scorer,
-        using_eos_threshold=old.using_eos_threshold,
-        eos_threshold=old.eos_threshold,
-        length_normalization=old.length_normalization,
-        using_max_attn_shift=old.using_max_attn_shift,
-        max_attn_shift=old.max_attn_shift,
-        minus_inf=old.minus_inf,
     )
 
 

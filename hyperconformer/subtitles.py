@@ -30,8 +30,9 @@ def cues(
     Example
     -------
     >>> from hyperconformer.longform import Word
-    >>> cues([Word("HELLO", 0.5, 0.9), Word("WORLD", 1.0, 1.4), Word("AGAIN", 3.0, 3.4)])
-    [(0.5, 1.4, 'HELLO WORLD'), (3.0, 3.4, 'AGAIN')]
+    >>> words = [Word("HI", 0.5, 0.9), Word("YOU", 1.0, 1.4), Word("AGAIN", 3.0, 3.4)]
+    >>> cues(words)
+    [(0.5, 1.4, 'HI YOU'), (3.0, 3.4, 'AGAIN')]
     """
     groups: list[list[TimedWord]] = []
     for word in words:

@@ -17,9 +17,14 @@ Output formats (stdout):
     lines.
 ``json``
     A list of objects with ``file``, ``transcript``, ``duration`` (seconds),
-    ``decoding_time`` (seconds) and ``error`` (null unless it failed).
+    ``decoding_time`` (seconds), ``error`` (null unless it failed) and
+    ``words``: ``{"word", "start", "end"}`` objects, times in seconds from the
+    start of the file (from the CTC alignment of the transcript).
 ``csv``
-    The same fields, with a header row.
+    The same fields but the words, with a header row.
+``srt``, ``vtt``
+    Subtitles (SubRip, WebVTT) of the timed words: to stdout for one input
+    file, else one ``<name>.srt``/``.vtt`` per file in ``--output-dir``.
 """
 
 from __future__ import annotations
@@ -72,11 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--ctc-scoring",
-        choices=("auto", "full", "partial"),
-        default="auto",
-        help="joint decoding: CTC-score every token (full, as SpeechBrain's "
-        "EncoderDecoderASR; slow on CPU) or only the best attention candidates "
-        "(partial, much faster); auto = full, but partial for long-file windows",
+        choices=("full", "partial"),
+        default="full",
+        help="joint decoding: CTC-score every token (full, the search of "
+        "SpeechBrain's EncoderDecoderASR) or only the best attention candidates "
+        "of each hypothesis (partial, SpeechBrain's partial scorers)",
     )
     parser.add_argument(
         "--batch-size",
@@ -85,7 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="files (or long-file windows) per batch",
     )
     parser.add_argument(
-        "--output", choices=("text", "json", "csv"), default="text", help="format"
+        "--output",
+        choices=("text", "json", "csv", "srt", "vtt"),
+        default="text",
+        help="format",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        help="srt/vtt: write one subtitle file per input file here",
     )
     parser.add_argument(
         "--chunk-seconds",
@@ -104,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="no progress bar on stderr"
     )
     return parser
+
+
+def _subtitles(result, fmt: str) -> str:
+    from hyperconformer.subtitles import to_srt, to_vtt
+
+    return (to_srt if fmt == "srt" else to_vtt)(result.words or [])
 
 
 def _write(results: list[dict], fmt: str, single: bool, out: TextIO) -> None:
@@ -134,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size < 1:
         print("error: --batch-size must be at least 1", file=sys.stderr)
         return 2
+    subtitles = args.output in ("srt", "vtt")
     # Library chatter (deprecation notes, SpeechBrain's logging) is not ours
     # to show; errors are reported below.
     warnings.filterwarnings("ignore")
@@ -171,8 +191,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     single = (
         len(args.inputs) == 1 and len(files) == 1 and not Path(args.inputs[0]).is_dir()
     )
+    if subtitles and not single and args.output_dir is None:
+        print(
+            f"error: --output {args.output} with several files needs --output-dir",
+            file=sys.stderr,
+        )
+        return 2
     progress = None if len(files) > 1 and not args.no_progress else False
-    for result in asr.transcribe_files(files, progress=progress):
+    timed = args.output in ("json", "srt", "vtt")
+    for result in asr.transcribe_files(files, progress=progress, words=timed):
         if result.error is not None:
             print(f"error: {result.error}", file=sys.stderr)
             failed = True
@@ -180,12 +207,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key in ("duration", "decoding_time"):
             if row[key] is not None:
                 row[key] = round(row[key], 3)
+        if args.output == "json":
+            row["words"] = [
+                {"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)}
+                for w in result.words or []
+            ]
         results.append(row)
+        if subtitles and result.error is None:
+            text = _subtitles(result, args.output)
+            if args.output_dir is None:
+                sys.stdout.write(text)
+            else:
+                args.output_dir.mkdir(parents=True, exist_ok=True)
+                name = Path(result.file).with_suffix("." + args.output).name
+                (args.output_dir / name).write_text(text, encoding="utf-8")
         if args.output == "text":
             # Stream text output so long runs show results as they come.
             _write([row], "text", single, sys.stdout)
             sys.stdout.flush()
-    if args.output != "text":
+    if args.output in ("json", "csv"):
         _write(results, args.output, single, sys.stdout)
     return 1 if failed else 0
 

@@ -25,7 +25,7 @@ import soundfile
 import torch
 import torchaudio.functional as AF
 
-from hyperconformer import Transcriber, TranscriptionError
+from hyperconformer import JointBeamSearcher, Transcriber, TranscriptionError
 from hyperconformer.audio import load_audio
 from hyperconformer.inference import (
     Word,
@@ -230,17 +230,15 @@ def test_decoding_options(audio, asr):
     with pytest.raises(ValueError):
         Transcriber(asr.hparams, ctc_weight=1.5)
 
-    # CTC scoring: the folder's full scoring for one-pass inputs by default,
-    # partial (pre-selected candidates) for long-recording windows.
+    # CTC scoring: the folder's (full) by default, or SpeechBrain's partial
+    # scoring of pre-selected candidates.
     assert asr.decoder is asr.hparams["decoder"]
+    assert isinstance(asr.decoder, JointBeamSearcher)
     assert "ctc" in asr.decoder.scorer.full_scorers
-    assert "ctc" in asr._window_decoder.scorer.partial_scorers
     fast = Transcriber(asr.hparams, ctc_scoring="partial")
     assert "ctc" in fast.decoder.scorer.partial_scorers
     assert fast.decoder.scorer.weights["ctc"] == asr.decoder.scorer.weights["ctc"]
     assert isinstance(fast.transcribe_file(short), str)
-    full = Transcriber(asr.hparams, ctc_scoring="full")
-    assert "ctc" in full._window_decoder.scorer.full_scorers
     with pytest.raises(ValueError):
         Transcriber(asr.hparams, ctc_scoring="sometimes")
 
@@ -299,8 +297,15 @@ def test_cli_output_formats(capsys, model_dir, audio):
     assert code == 0 and [r["file"] for r in rows] == list(map(str, files))
     assert rows[0]["transcript"] == single
     for row in rows:
-        assert set(row) == {"file", "transcript", "duration", "decoding_time", "error"}
+        assert set(row) == {
+            *("file", "transcript", "duration", "decoding_time", "error", "words")
+        }
         assert row["error"] is None and row["decoding_time"] > 0
+        assert [w["word"] for w in row["words"]] == row["transcript"].split()
+        starts = [w["start"] for w in row["words"]]
+        assert starts == sorted(starts) and all(
+            0 <= w["start"] < w["end"] <= row["duration"] + 0.1 for w in row["words"]
+        )
     assert [r["duration"] for r in rows] == pytest.approx([2.0, 1.3, 2.6], abs=0.01)
 
     code, out, _ = run_cli(capsys, *base, "--output", "csv", *files)
