@@ -164,6 +164,37 @@ class CTCPrefixScorer:
         psi.view(-1, psi.size(-1))[torch.arange(len(rows)), repeat] = exact.flatten()
         return psi
 
+    def upper_bounds(self) -> torch.Tensor:
+        """(rows, vocab) float64 upper bounds of ``psi(g + c) - psi(g)``.
+
+        ``psi(g + c) = sum_t phi_{t-1} p_t(c) <= (sum_t phi_{t-1}) max_t p_t(c)``
+        over the frames still to come, and never above ``psi(g)``: tokens the
+        CTC head gives no chance in the rest of the utterance get a low bound.
+        """
+        start, time = self.start, self.time
+        if not hasattr(self, "future_max"):
+            # max over frames >= t of each token's log-probability
+            flipped = torch.flip(
+                self.x.masked_fill(~self.valid[:, None], MINUS_INF), [2]
+            )
+            self.future_max = torch.flip(torch.cummax(flipped, dim=2).values, [2])
+        first = 0 if self.prefix_length == 0 else start
+        peak = self.future_max[
+            :, :, min(first, time - 1)
+        ].double()  # (utterances, vocab)
+        phi = self.phi[:, start - 1 : time - 1].masked_fill(
+            ~self.valid[:, start:].repeat_interleave(self.beam, 0), MINUS_INF
+        )
+        if self.prefix_length == 0:  # the empty prefix at frame -1
+            phi = torch.cat((phi, torch.zeros_like(phi[:, :1])), dim=1)
+        mass = torch.logsumexp(phi, dim=1)  # (rows,)
+        bound = (
+            mass[:, None]
+            + peak.repeat_interleave(self.beam, 0)
+            - self.psi_prev[:, None]
+        )
+        return bound.clamp(max=0.0)
+
     def eos_scores(self) -> torch.Tensor:
         """(rows,) ``log psi`` of ending each hypothesis now."""
         last_frame = (self.lengths - 1).repeat_interleave(self.beam)
@@ -216,6 +247,7 @@ class CTCPrefixScorer:
         self.r_n = self.r_n.index_select(0, rows)
         self.r_b = self.r_b.index_select(0, rows)
         self.psi_prev = self.psi_prev.index_select(0, rows)
-        if hasattr(self, "probs"):
-            self.probs = self.probs.index_select(0, utterances)
+        for name in ("probs", "future_max"):
+            if hasattr(self, name):
+                setattr(self, name, getattr(self, name).index_select(0, utterances))
         self._refresh()

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hyperconformer import JointBeamSearcher, Transcriber  # noqa: E402
-from hyperconformer.inference import window_starts  # noqa: E402
+from hyperconformer.longform import window_starts  # noqa: E402
 
 SR = 16000
 WINDOW, OVERLAP = 30.0, 5.0

@@ -1,0 +1,150 @@
+#!/usr/bin/env python
+"""Word timings of a model folder against the synthetic corpus's reference.
+
+The corpus generator (``tools/make_synthetic_librispeech.py``) records where
+eSpeak NG starts every word (``*.words.txt``). Here the test files are
+transcribed with timed words (:meth:`hyperconformer.Transcriber.transcribe_words`)
+one by one, and joined into one long recording (0.3 s pauses) decoded in
+overlapping windows, so that words near window boundaries count too.
+Hypothesis words are matched to reference words by text (``difflib``); the
+error of a matched word is ``|start - reference start|``. Words eSpeak spoke
+without an event of their own ("there are") are left out.
+
+Usage::
+
+    python tools/word_timing_benchmark.py --model MODEL_DIR \\
+        --data data/synthetic/LibriSpeech/test-clean [--files 100] [--window 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from make_synthetic_librispeech import read_word_times  # noqa: E402
+
+from hyperconformer import Transcriber  # noqa: E402
+from hyperconformer.longform import window_starts  # noqa: E402
+
+SR = 16000
+
+
+def reference(folder: Path, count: int):
+    """[(audio, words, [(start, end, measured)])] of the first ``count`` files."""
+    texts, times = {}, {}
+    for trans in sorted(folder.rglob("*.trans.txt")):
+        for line in trans.read_text().splitlines():
+            key, text = line.split(" ", 1)
+            texts[key] = text.split()
+    for path in sorted(folder.rglob("*.words.txt")):
+        times.update(read_word_times(path))
+    if not times:
+        raise SystemExit(
+            f"error: no *.words.txt under {folder} (regenerate the corpus)"
+        )
+    out = []
+    for path in sorted(folder.rglob("*.flac"))[:count]:
+        audio = torch.from_numpy(soundfile.read(path, dtype="float32")[0])
+        out.append((audio, texts[path.stem], times[path.stem]))
+    return out
+
+
+def start_errors(hyp_words, ref_words, ref_times) -> list[float]:
+    """|start error| of the hypothesis words that match reference words."""
+    matcher = difflib.SequenceMatcher(
+        None, [w.text for w in hyp_words], ref_words, autojunk=False
+    )
+    errors = []
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            start, _, measured = ref_times[block.b + k]
+            if measured:
+                errors.append(abs(hyp_words[block.a + k].start - start))
+    return errors
+
+
+def long_recording(items, pause: float = 0.3):
+    """Joined audio, and the words and times shifted to it."""
+    gap = torch.zeros(int(pause * SR))
+    pieces, words, times, offset = [], [], [], 0.0
+    for audio, text, ref in items:
+        pieces += [audio, gap]
+        words += text
+        times += [(a + offset, b + offset, m) for a, b, m in ref]
+        offset += (audio.numel() + gap.numel()) / SR
+    return torch.cat(pieces), words, times
+
+
+def summary(errors: list[float]) -> str:
+    e = np.asarray(errors)
+    return (
+        f"{e.size} words, median {np.median(e):.3f} s, p95 "
+        f"{np.percentile(e, 95):.3f} s, mean {e.mean():.3f} s"
+    )
+
+
+def measure(asr: Transcriber, items, window: float, overlap: float) -> dict:
+    """Start-time errors one file at a time and across a windowed recording."""
+    short = []
+    for audio, text, ref in items:
+        short += start_errors(asr.transcribe_words(audio)[0], text, ref)
+    audio, words, times = long_recording(items)
+    asr.chunk_seconds, asr.overlap_seconds = window, overlap
+    hyp = asr.transcribe_words(audio)[0]
+    starts = window_starts(audio.numel(), int(window * SR), int(overlap * SR))
+    edges = np.array([s / SR for s in starts] + [s / SR + window for s in starts])
+    near = []  # words starting within 2 s of a window edge
+    matcher = difflib.SequenceMatcher(
+        None, [w.text for w in hyp], words, autojunk=False
+    )
+    long = []
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            start, _, measured = times[block.b + k]
+            if not measured:
+                continue
+            err = abs(hyp[block.a + k].start - start)
+            long.append(err)
+            if np.abs(edges - start).min() < 2.0:
+                near.append(err)
+    return {
+        "short": short,
+        "long": long,
+        "near_edges": near,
+        "seconds": audio.numel() / SR,
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="test split folder")
+    p.add_argument("--files", type=int, default=100)
+    p.add_argument("--window", type=float, default=30.0)
+    p.add_argument("--overlap", type=float, default=5.0)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    asr = Transcriber.from_pretrained(args.model)
+    result = measure(asr, reference(args.data, args.files), args.window, args.overlap)
+    print(f"one file at a time: {summary(result['short'])}")
+    print(
+        f"{result['seconds']:.0f} s recording in {args.window:g} s windows: "
+        f"{summary(result['long'])}"
+    )
+    print(f"  of which within 2 s of a window edge: {summary(result['near_edges'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
