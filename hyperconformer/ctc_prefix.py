@@ -76,6 +76,8 @@ class CTCPrefixScorer:
         )  # (utterances, time)
         blank = self.x[:, blank_index].double()
         self.blank_lp = blank.masked_fill(~self.valid, 0.0)
+        # Padding frames: no token can be emitted there.
+        self.x.masked_fill_(~self.valid[:, None], MINUS_INF)
         # Before any token: g is empty, only blanks so far.
         rows = batch * beam
         self.r_b = torch.cumsum(self.blank_lp, 1).repeat_interleave(beam, 0)
@@ -86,6 +88,10 @@ class CTCPrefixScorer:
 
     def _refresh(self) -> None:
         self.phi = torch.logaddexp(self.r_n, self.r_b)  # (rows, time)
+        # Scoring sums phi_{t-1} p_t(c) in float32, as SpeechBrain does: the
+        # terms that decide a score are those near its maximum.
+        self.phi32 = self.phi.float()
+        self.r_b32 = self.r_b.float()
 
     @property
     def start(self) -> int:
@@ -117,16 +123,17 @@ class CTCPrefixScorer:
         """
         start, time = self.start, self.time
         utt = self._utt(rows)
-        phi = self._phi(rows, tokens, last)
-        x = self.x[utt, tokens].double()  # (pairs, time)
-        terms = phi[:, start - 1 : time - 1] + x[:, start:]
-        terms = terms.masked_fill(~self.valid[utt, start:], MINUS_INF)
-        init = (
-            x[:, :1]
-            if self.prefix_length == 0
-            else torch.full_like(x[:, :1], MINUS_INF)
-        )
-        return torch.logsumexp(torch.cat((terms, init), dim=1), dim=1)
+        phi = self.phi32[rows, start - 1 : time - 1]
+        repeat = tokens == last[rows]
+        if repeat.any():
+            phi[repeat] = self.r_b32[rows[repeat], start - 1 : time - 1]
+        x = self.x[utt, tokens]  # (pairs, time), padding frames at MINUS_INF
+        terms = phi + x[:, start:]
+        if self.prefix_length == 0:  # frame 0 after the empty prefix
+            terms = torch.cat((terms, x[:, :1]), dim=1)
+        if not terms.size(1):
+            return torch.full_like(x[:, 0], MINUS_INF).double()
+        return torch.logsumexp(terms, dim=1).double()
 
     def score_all(self, utterances: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """Prefix scores of every token for every hypothesis of ``utterances``.
@@ -212,7 +219,7 @@ class CTCPrefixScorer:
         utt = self._utt(rows)
         phi = self._phi(rows, tokens, last)
         valid = self.valid[utt, start:]
-        logp = self.x[utt, tokens].double()
+        logp = self.x[utt, tokens].double().clamp(min=MINUS_INF)
         init = (
             logp[:, :1]
             if self.prefix_length == 0
