@@ -314,6 +314,38 @@ def test_cli_output_formats(capsys, model_dir, audio):
     assert table[0]["transcript"] == single and table[2]["error"] == ""
 
 
+def test_cli_subtitles(capsys, model_dir, audio, tmp_path):
+    import re
+
+    base = ["--model", model_dir, "--ctc-only", "--no-progress"]
+    _, transcript, _ = run_cli(capsys, *base, audio["c"])
+    code, out, _ = run_cli(capsys, *base, "--output", "srt", audio["c"])
+    assert code == 0
+    clock = r"\d\d:\d\d:\d\d[,.]\d\d\d"
+    blocks = out.strip().split("\n\n")
+    for number, block in enumerate(blocks, start=1):
+        index, times, text = block.split("\n")
+        assert index == str(number) and text
+        assert re.fullmatch(f"{clock} --> {clock}", times) and "," in times
+    texts = [block.split("\n")[2] for block in blocks]
+    assert " ".join(texts) == transcript.strip()
+
+    code, out, _ = run_cli(capsys, *base, "--output", "vtt", audio["c"])
+    assert code == 0 and out.startswith("WEBVTT\n\n")
+    cues = out.split("\n\n")[1:]
+    assert all(re.fullmatch(f"{clock} --> {clock}", c.split("\n")[0]) for c in cues)
+    assert " ".join(c.split("\n")[1] for c in cues).strip() == transcript.strip()
+
+    code, _, err = run_cli(capsys, *base, "--output", "vtt", audio["a"], audio["c"])
+    assert code == 2 and "--output-dir" in err
+    subs = tmp_path / "subs"
+    code, out, _ = run_cli(
+        capsys, *base, "--output", "srt", "--output-dir", subs, audio["a"], audio["c"]
+    )
+    assert code == 0 and out == ""
+    assert sorted(p.name for p in subs.iterdir()) == ["a.srt", "c.srt"]
+
+
 def test_cli_folder_input_and_attention_decoding(
     capsys, model_dir, audio, asr, tmp_path
 ):
@@ -533,6 +565,10 @@ def test_stitching_recovers_a_known_timeline(model_dir, monkeypatch):
     clock = torch.arange(95 * SR, dtype=torch.float64) / SR / 1000.0
     text = asr.transcribe_batch(clock.float())[0]
     assert text == " ".join(w.text for w in truth)
+    # Word times are absolute, across every window boundary.
+    words = asr.transcribe_words(clock.float())[0]
+    assert [w.text for w in words] == [w.text for w in truth]
+    assert max(abs(a.start - b.start) for a, b in zip(words, truth, strict=True)) < 0.05
 
 
 def test_stitch_prefers_pauses():

@@ -748,7 +748,7 @@ def word_times(
     second word is marked as not measured.
 
     >>> word_times("there are cats.", [(1, 0), (11, 2205)], 4410, 22050, 1600)
-    [(0.1, 0.1556, True), (0.1556, 0.2, False), (0.2, 0.3, True)]
+    [(0.1, 0.1625, True), (0.1625, 0.2, False), (0.2, 0.3, True)]
     """
     words = spoken.split()
     index = np.cumsum([c == " " for c in spoken])  # word index of each character
@@ -769,8 +769,8 @@ def word_times(
         for j in range(len(group)):
             times.append(
                 (
-                    round(offset + edges[j] / rate, 4),
-                    round(offset + edges[j + 1] / rate, 4),
+                    round(float(offset + edges[j] / rate), 4),
+                    round(float(offset + edges[j + 1] / rate), 4),
                     j == 0,
                 )
             )
