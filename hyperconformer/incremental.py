@@ -83,24 +83,71 @@ class _SelfAttentionCache:
             self.values = self.values.index_select(0, rows)
 
 
-def _self_attention(
-    layer_mha, h: torch.Tensor, cache: _SelfAttentionCache, key_mask=None
-) -> torch.Tensor:
-    """Attention of the newest position over all cached ones.
+class _Attention:
+    """The parameters of one ``torch.nn.MultiheadAttention``, read once.
 
-    ``h``: (rows, d) -> (rows, d). ``key_mask``: (rows, steps) bool, True =
-    may attend.
+    Module calls cost more than the arithmetic of one decoding position.
     """
-    mha = layer_mha.att
-    w_q, w_k, w_v, b_q, b_k, b_v = _projections(mha)
-    nhead = mha.num_heads
-    q = _heads(F.linear(h, w_q, b_q).unsqueeze(1), nhead)  # (rows, nhead, 1, hd)
-    k = _heads(F.linear(h, w_k, b_k).unsqueeze(1), nhead)
-    v = _heads(F.linear(h, w_v, b_v).unsqueeze(1), nhead)
-    cache.append(k, v)
-    mask = None if key_mask is None else key_mask[:, None, None, :]
-    out = F.scaled_dot_product_attention(q, cache.keys, cache.values, attn_mask=mask)
-    return mha.out_proj(_merge(out).squeeze(1))
+
+    def __init__(self, mha: nn.MultiheadAttention) -> None:
+        w_q, w_k, w_v, b_q, b_k, b_v = _projections(mha)
+        self.nhead = mha.num_heads
+        self.w_q, self.b_q = w_q, b_q
+        self.w_k, self.b_k, self.w_v, self.b_v = w_k, b_k, w_v, b_v
+        # Self-attention projects q, k and v of one position in one product.
+        self.w_qkv = torch.cat((w_q, w_k, w_v))
+        self.b_qkv = None if b_q is None else torch.cat((b_q, b_k, b_v))
+        self.w_out, self.b_out = mha.out_proj.weight, mha.out_proj.bias
+
+    def self_attend(
+        self, h: torch.Tensor, cache: _SelfAttentionCache, key_mask=None
+    ) -> torch.Tensor:
+        """Attention of the newest position over all cached ones.
+
+        ``h``: (rows, d) -> (rows, d). ``key_mask``: (rows, steps) bool,
+        True = may attend.
+        """
+        rows, d = h.shape
+        qkv = F.linear(h, self.w_qkv, self.b_qkv).view(rows, 3, self.nhead, 1, -1)
+        q, k, v = qkv.unbind(1)  # (rows, nhead, 1, head_dim)
+        cache.append(k, v)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            q, cache.keys, cache.values, attn_mask=mask
+        )
+        return F.linear(out.reshape(rows, d), self.w_out, self.b_out)
+
+
+def _norm(module: nn.Module):
+    """(weight, bias, eps) of a SpeechBrain or torch LayerNorm."""
+    norm = getattr(module, "norm", module)
+    return norm.normalized_shape, norm.weight, norm.bias, norm.eps
+
+
+class _Layer:
+    """One decoder/encoder layer's parameters for single-position steps."""
+
+    def __init__(self, layer: nn.Module, self_attn, cross_attn=None) -> None:
+        self.pre = layer.normalize_before
+        self.self_attn = _Attention(self_attn.att)
+        self.cross = None if cross_attn is None else _Attention(cross_attn.att)
+        names = (
+            ("norm1", "norm2", "norm3")
+            if cross_attn is not None
+            else ("norm1", "norm2")
+        )
+        self.norms = [_norm(getattr(layer, n)) for n in names]
+        first, activation, _, second = layer.pos_ffn.ffn
+        self.ffn = (first.weight, first.bias, activation, second.weight, second.bias)
+
+    def feed_forward(self, h: torch.Tensor) -> torch.Tensor:
+        w1, b1, activation, w2, b2 = self.ffn
+        return F.linear(activation(F.linear(h, w1, b1)), w2, b2)
+
+
+def _layer_norm(x: torch.Tensor, params) -> torch.Tensor:
+    shape, weight, bias, eps = params
+    return F.layer_norm(x, shape, weight, bias, eps)
 
 
 def supports_incremental(model: nn.Module) -> bool:
@@ -189,9 +236,14 @@ class IncrementalDecoder:
 
     def __init__(self, model: nn.Module, fc: nn.Module, temperature: float = 1.0):
         self.embedding, self.positions, self.decoder = _decoder_parts(model)
-        self.fc = fc
+        self.fc = getattr(fc, "w", fc)  # SpeechBrain's Linear wraps nn.Linear
         self.temperature = temperature
         self.nhead = self.decoder.layers[0].self_attn.att.num_heads
+        self.layers = [
+            _Layer(layer, layer.self_attn, layer.multihead_attn)
+            for layer in self.decoder.layers
+        ]
+        self.final_norm = _norm(self.decoder.norm)
 
     @torch.no_grad()
     def start(
@@ -211,10 +263,12 @@ class IncrementalDecoder:
         self.table = _position_table(self.positions, max_steps + 1, d_model, enc_states)
         self.self_caches = [_SelfAttentionCache() for _ in self.decoder.layers]
         self.cross = []
-        for layer in self.decoder.layers:
-            _, w_k, w_v, _, b_k, b_v = _projections(layer.multihead_attn.att)
-            k = _heads(F.linear(enc_states, w_k, b_k), self.nhead)  # (B, H, T, hd)
-            v = _heads(F.linear(enc_states, w_v, b_v), self.nhead)
+        for layer in self.layers:
+            att = layer.cross
+            k = _heads(
+                F.linear(enc_states, att.w_k, att.b_k), self.nhead
+            )  # (B, H, T, hd)
+            v = _heads(F.linear(enc_states, att.w_v, att.b_v), self.nhead)
             self.cross.append((k, v))
         positions = torch.arange(time, device=enc_states.device)
         # (B, 1, 1, T): True = may attend; the beams are the query axis.
@@ -242,26 +296,27 @@ class IncrementalDecoder:
         rows, d = x.shape
         batch = rows // self.beam
         for layer, cache, (ck, cv) in zip(
-            self.decoder.layers, self.self_caches, self.cross, strict=True
+            self.layers, self.self_caches, self.cross, strict=True
         ):
-            pre = layer.normalize_before
-            h = layer.norm1(x) if pre else x
-            x = x + _self_attention(layer.self_attn, h, cache)
-            if not pre:
-                x = layer.norm1(x)
-            h = layer.norm2(x) if pre else x
-            mha = layer.multihead_attn.att
-            w_q, _, _, b_q, _, _ = _projections(mha)
-            q = _heads(F.linear(h, w_q, b_q).reshape(batch, self.beam, d), self.nhead)
+            norm1, norm2, norm3 = layer.norms
+            h = _layer_norm(x, norm1) if layer.pre else x
+            x = x + layer.self_attn.self_attend(h, cache)
+            if not layer.pre:
+                x = _layer_norm(x, norm1)
+            h = _layer_norm(x, norm2) if layer.pre else x
+            att = layer.cross
+            q = _heads(
+                F.linear(h, att.w_q, att.b_q).view(batch, self.beam, d), self.nhead
+            )
             out = F.scaled_dot_product_attention(q, ck, cv, attn_mask=self.cross_mask)
-            x = x + mha.out_proj(_merge(out).reshape(rows, d))
-            if not pre:
-                x = layer.norm2(x)
-            h = layer.norm3(x) if pre else x
-            x = x + layer.pos_ffn.ffn(h)
-            if not pre:
-                x = layer.norm3(x)
-        x = self.decoder.norm(x)
+            x = x + F.linear(_merge(out).reshape(rows, d), att.w_out, att.b_out)
+            if not layer.pre:
+                x = _layer_norm(x, norm2)
+            h = _layer_norm(x, norm3) if layer.pre else x
+            x = x + layer.feed_forward(h)
+            if not layer.pre:
+                x = _layer_norm(x, norm3)
+        x = _layer_norm(x, self.final_norm)
         return torch.log_softmax(self.fc(x) / self.temperature, dim=-1)
 
 
@@ -288,8 +343,8 @@ class IncrementalLM:
             lm, "attention_type", ""
         ) != ("regularMHA"):
             raise ValueError("only encoder-only, regular-attention TransformerLMs")
-        for layer in lm.encoder.layers:
-            _projections(layer.self_att.att)
+        self.layers = [_Layer(layer, layer.self_att) for layer in lm.encoder.layers]
+        self.final_norm = _norm(lm.encoder.norm)
         self.lm = lm
         self.temperature = temperature
         self.nhead = lm.encoder.layers[0].self_att.att.num_heads
@@ -327,16 +382,16 @@ class IncrementalLM:
         x = x.squeeze(1) + self.table[self.step_index]
         self.step_index += 1
         self.key_mask = torch.cat((self.key_mask, (tokens != 0)[:, None]), dim=1)
-        for layer, cache in zip(lm.encoder.layers, self.caches, strict=True):
-            pre = layer.normalize_before
-            h = layer.norm1(x) if pre else x
-            x = x + _self_attention(layer.self_att, h, cache, self.key_mask)
-            if not pre:
-                x = layer.norm1(x)
-            h = layer.norm2(x) if pre else x
-            x = x + layer.pos_ffn.ffn(h)
-            if not pre:
-                x = layer.norm2(x)
-        x = lm.encoder.norm(x)
+        for layer, cache in zip(self.layers, self.caches, strict=True):
+            norm1, norm2 = layer.norms
+            h = _layer_norm(x, norm1) if layer.pre else x
+            x = x + layer.self_attn.self_attend(h, cache, self.key_mask)
+            if not layer.pre:
+                x = _layer_norm(x, norm1)
+            h = _layer_norm(x, norm2) if layer.pre else x
+            x = x + layer.feed_forward(h)
+            if not layer.pre:
+                x = _layer_norm(x, norm2)
+        x = _layer_norm(x, self.final_norm)
         logits = lm.output_proj(x)
         return torch.log_softmax(logits / self.temperature, dim=-1)
