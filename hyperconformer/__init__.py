@@ -3,6 +3,7 @@
 from hyperconformer.audio import TranscriptionError, load_audio
 from hyperconformer.compat import convert_speechbrain_state_dict
 from hyperconformer.encoder import HyperConformerEncoder, HyperConformerLayer
+from hyperconformer.folder import ModelFolderError
 from hyperconformer.frontend import ConvFrontEnd
 from hyperconformer.inference import FileResult, Transcriber
 from hyperconformer.longform import Word
@@ -16,6 +17,7 @@ __all__ = [
     "HyperConformerEncoder",
     "HyperConformerLayer",
     "HyperMixing",
+    "ModelFolderError",
     "SinusoidalPositions",
     "convert_speechbrain_state_dict",
     "sinusoidal_encoding",
