@@ -147,8 +147,15 @@ def yaml_tag(node) -> str:
 
 def check_hyperparams(text: str, name: str = HYPERPARAMS) -> None:
     """Refuse a model folder's yaml (``text``, called ``name`` in messages)
-    with a :class:`ModelFolderError` naming the line of the first node that
-    :data:`ALLOWED` and the module docstring's rules do not allow.
+    unless every node is allowed, naming the line of the first that is not.
+
+    Allowed: ``!new:``/``!name:`` of :data:`ALLOWED` with the arguments it
+    lists; numbers, strings, booleans, null, lists and mappings of allowed
+    nodes, ``(...)`` tuples of plain scalars; ``!ref <key>`` naming a
+    top-level key. Refused: everything else, among it ``!apply:``,
+    ``!applyref:``, ``!module:``, ``!include:``, ``!copy``, Python tags,
+    ``!ref`` expressions, and ``!`` or ``<...>`` inside a value (HyperPyYAML
+    re-parses such strings).
 
     Example
     -------
@@ -345,23 +352,10 @@ def load_normalizer_statistics(normalizer: torch.nn.Module, stats_file: Path) ->
 
 
 def load_model_folder(folder: str | Path) -> dict:
-    """Build a model folder's ``hyperparams.yaml`` and load its weights.
-
-    Arguments
-    ---------
-    folder : str or Path
-        Folder with hyperparams.yaml, model.ckpt (or asr.ckpt),
-        tokenizer.ckpt (or tokenizer.model) and normalizer.ckpt.
-
-    Returns
-    -------
-    dict
-        The built hyperparameters, weights in place, on the CPU.
-
-    Raises
-    ------
-    ModelFolderError
-        A part is missing, unsafe or does not fit the others.
+    """Check and build a model folder's ``hyperparams.yaml``, load its weights,
+    statistics and tokenizer; returns the built hyperparameters (on the CPU).
+    Raises :class:`ModelFolderError` if a part is missing, unsafe or does not
+    fit the others.
 
     Example
     -------
