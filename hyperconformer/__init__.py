@@ -3,6 +3,7 @@
 from hyperconformer.audio import TranscriptionError, load_audio
 from hyperconformer.compat import convert_speechbrain_state_dict
 from hyperconformer.encoder import HyperConformerEncoder, HyperConformerLayer
+from hyperconformer.folder import ModelFolderError
 from hyperconformer.frontend import ConvFrontEnd
 from hyperconformer.inference import FileResult, Transcriber
 from hyperconformer.joint_search import JointBeamSearcher
@@ -18,6 +19,7 @@ __all__ = [
     "HyperConformerLayer",
     "HyperMixing",
     "JointBeamSearcher",
+    "ModelFolderError",
     "SinusoidalPositions",
     "convert_speechbrain_state_dict",
     "sinusoidal_encoding",

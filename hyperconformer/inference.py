@@ -18,11 +18,7 @@ from pathlib import Path
 import torch
 
 from hyperconformer.audio import TranscriptionError, load_audio
-from hyperconformer.folder import (
-    check_hparams_safety,
-    load_checkpoint,
-    load_model_folder,
-)
+from hyperconformer.folder import load_model_folder
 from hyperconformer.longform import (
     Word,
     ctc_align,
@@ -36,17 +32,7 @@ from hyperconformer.search import (
     ctc_prefix_searcher,
 )
 
-__all__ = [
-    "FileResult",
-    "Transcriber",
-    "TranscriptionError",
-    "Word",
-    "check_hparams_safety",
-    "ctc_align",
-    "load_checkpoint",
-    "stitch_windows",
-    "window_starts",
-]
+__all__ = ["FileResult", "Transcriber"]
 
 
 @dataclass
@@ -171,7 +157,7 @@ class Transcriber:
     def from_pretrained(
         cls, source: str | Path, device: str = "cpu", **kwargs
     ) -> Transcriber:
-        """Load a model folder safely (see the module docstring).
+        """Load a model folder safely (see :mod:`hyperconformer.folder`).
 
         Arguments
         ---------
@@ -189,8 +175,11 @@ class Transcriber:
 
         Raises
         ------
-        TranscriptionError
-            A part is missing, unsafe or does not fit the others.
+        ModelFolderError
+            A part is missing, unsafe or does not fit the others
+            (see :mod:`hyperconformer.folder`).
+        ValueError
+            A decoding option is out of range, or CUDA is not available.
 
         Example
         -------
@@ -199,10 +188,8 @@ class Transcriber:
         'HELLO WORLD'
         """
         device = str(device)
-        if not Path(source).is_dir():
-            raise TranscriptionError(f"{source}: model folder not found")
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise TranscriptionError(f"device {device}: CUDA is not available")
+            raise ValueError(f"device {device}: CUDA is not available")
         hparams = load_model_folder(source)
         normalizer = hparams.get("normalizer", hparams.get("normalize"))
         for key in ("asr_model", "compute_features", "encoder"):
