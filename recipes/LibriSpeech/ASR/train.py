@@ -64,7 +64,10 @@ class ASR(sb.core.Brain):
             feats, wav_lens, epoch=self.hparams.epoch_counter.current
         )
         if stage == sb.Stage.TRAIN and self.hparams.fea_augment is not None:
-            feats, _ = self.hparams.fea_augment(feats, wav_lens)
+            # The augmenter may return more rows than it got (concat_original,
+            # repeat_augment > 1): lengths and targets follow it row for row.
+            feats, wav_lens = self.hparams.fea_augment(feats, wav_lens)
+            tokens_bos = self.hparams.fea_augment.replicate_labels(tokens_bos)
 
         src = self.modules.CNN(feats)
         enc_out, dec_out = self.modules.Transformer(
@@ -94,6 +97,10 @@ class ASR(sb.core.Brain):
         p_ctc, p_seq, wav_lens, hyps = predictions
         tokens_eos, tokens_eos_lens = batch.tokens_eos
         tokens, tokens_lens = batch.tokens
+        if stage == sb.Stage.TRAIN and self.hparams.fea_augment is not None:
+            replicate = self.hparams.fea_augment.replicate_labels
+            tokens_eos, tokens_eos_lens = map(replicate, (tokens_eos, tokens_eos_lens))
+            tokens, tokens_lens = map(replicate, (tokens, tokens_lens))
 
         loss_seq = self.hparams.seq_cost(p_seq, tokens_eos, length=tokens_eos_lens)
         loss_ctc = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
@@ -246,14 +253,20 @@ def prepare_tokenizer(hparams):
     if hparams["tokenizer_file"]:
         return Path(hparams["tokenizer_file"])
     prefix = Path(hparams["save_folder"]) / "tokenizer"
-    model = prefix.with_suffix(".model")
-    # A resumed run must keep the token ids it was trained with.
-    if not model.is_file():
-        run_on_main(
-            train_tokenizer,
-            args=[split_csvs(hparams, "train_splits"), str(prefix), hparams],
-        )
-    return model
+    # Every rank takes the barrier; only the main process looks at the disk,
+    # so a rank that sees the file late cannot skip a barrier rank 0 entered.
+    run_on_main(
+        train_tokenizer_if_missing,
+        args=[split_csvs(hparams, "train_splits"), str(prefix), hparams],
+    )
+    return prefix.with_suffix(".model")
+
+
+def train_tokenizer_if_missing(train_csvs, model_prefix, hparams):
+    """Trains the tokenizer unless a previous run did: a resumed run must keep
+    the token ids it was trained with."""
+    if not Path(model_prefix).with_suffix(".model").is_file():
+        train_tokenizer(train_csvs, model_prefix, hparams)
 
 
 def dataio_prepare(hparams, tokenizer):
