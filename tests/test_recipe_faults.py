@@ -14,12 +14,11 @@ import pytest
 import speechbrain as sb
 import torch
 import torch.multiprocessing as mp
+import train
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.augment.augmenter import Augmenter
 from speechbrain.augment.freq_domain import SpectrogramDrop
 from speechbrain.dataio.batch import PaddedBatch
-
-import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
