@@ -36,8 +36,10 @@ def test_inputs_are_padded_batches(bench):
 def test_tiny_run_reports_failures(bench, monkeypatch):
     real_build = bench.build_model
 
-    def build(name, device="cpu"):
-        return Exploding() if name == "sb_hypermixing" else real_build(name, device)
+    def build(name, device="cpu", overrides=None):
+        if name == "sb_hypermixing":
+            return Exploding()
+        return real_build(name, device, overrides)
 
     monkeypatch.setattr(bench, "build_model", build)
     results = bench.run_benchmark(

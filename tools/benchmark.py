@@ -189,8 +189,11 @@ def run_benchmark(
     in_process: bool = False,
     log: Callable[[str], None] | None = print,
     clock: str = "wall",
+    overrides: dict | None = None,
 ) -> list[CellResult]:
     """Measures every (model, length, batch) cell; never raises for a cell.
+
+    ``overrides`` change the yamls (e.g. tiny sizes); in-process cells only.
 
     CPU cells run in fresh subprocesses unless ``in_process``; CUDA cells run
     in this process with one model per name.  A cell whose predicted time
@@ -217,7 +220,7 @@ def run_benchmark(
                 elif in_process or device != "cpu":
                     if shared is None:
                         try:
-                            shared = build_model(name, device)
+                            shared = build_model(name, device, overrides)
                         except Exception as exc:
                             shared = exc
                     if isinstance(shared, Exception):
