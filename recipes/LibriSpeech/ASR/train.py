@@ -341,14 +341,57 @@ def dataio_prepare(hparams, tokenizer):
     return train_data, valid_data, test_sets, train_opts, valid_opts, test_opts
 
 
+# A folder laid out like SpeechBrain's published LM + tokenizer pair.
+LM_FOLDER_FILES = {"lm_file": "lm.ckpt", "tokenizer_file": "tokenizer.ckpt"}
+
+
+def resolve_language_model(hparams):
+    """Sets lm_file and tokenizer_file from pretrained_lm_tokenizer_path, if given.
+
+    The ASR model must then use the LM's tokenizer: token ids are shared.
+    """
+    folder = hparams.get("pretrained_lm_tokenizer_path")
+    if not folder:
+        return
+    given = [key for key in LM_FOLDER_FILES if hparams[key]]
+    if given:
+        raise DataError(
+            f"pretrained_lm_tokenizer_path and {' and '.join(given)} are both set: "
+            "give one of them"
+        )
+    for key, name in LM_FOLDER_FILES.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise DataError(
+                f"pretrained_lm_tokenizer_path {folder} has no {name} "
+                f"(expected {', '.join(LM_FOLDER_FILES.values())})"
+            )
+        hparams[key] = str(path)
+
+
+def load_language_model(hparams):
+    """The Transformer LM of ``lm_model`` with the weights of ``lm_file``."""
+    path = Path(hparams["lm_file"])
+    if not path.is_file():
+        raise DataError(f"lm_file {path} not found")
+    lm = hparams["lm_model"]()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        lm.load_state_dict(state)
+    except Exception as err:  # pickle errors, missing or misshapen weights
+        first = str(err).strip().splitlines()[0]
+        raise DataError(
+            f"lm_file {path} does not fit lm_model (lm_* sizes, output_neurons): "
+            f"{first}"
+        ) from None
+    return lm.eval()
+
+
 def make_test_search(hparams, device):
     """The test beam searcher: joint CTC/attention, plus the LM if one is given."""
     scorer = hparams["scorer"]
     if hparams["lm_file"]:
-        lm = hparams["lm_model"]()
-        state = torch.load(hparams["lm_file"], map_location="cpu", weights_only=True)
-        lm.load_state_dict(state)
-        lm.to(device).eval()
+        lm = load_language_model(hparams).to(device)
         scorer = hparams["scorer_with_lm"](
             full_scorers=[hparams["ctc_scorer"], hparams["lm_scorer"](lm)]
         )
@@ -385,6 +428,7 @@ def main(argv):
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
 
+    resolve_language_model(hparams)
     data_folder = Path(hparams["data_folder"])
     if not data_folder.is_dir():
         raise DataError(f"data_folder {data_folder} is not a directory")
