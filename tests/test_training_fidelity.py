@@ -7,6 +7,7 @@ table that is computed once per encoder call instead of growing a buffer.
 import copy
 
 import pytest
+import test_core
 import torch
 from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
 from speechbrain.nnet.linear import Linear
@@ -15,17 +16,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from hyperconformer import HyperConformerASR, convert_speechbrain_state_dict
 
-SIZES = dict(
-    input_size=40,
-    tgt_vocab=50,
-    d_model=32,
-    nhead=4,
-    num_encoder_layers=2,
-    num_decoder_layers=2,
-    d_ffn=64,
-    normalize_before=True,
-    dropout=0.0,
-)
+# test_core's sizes, with dropout off: train mode is then deterministic.
+SIZES = {**test_core.SIZES, "dropout": 0.0}
 
 
 def speechbrain_model(**overrides) -> TransformerASR:
