@@ -1,5 +1,7 @@
 """Export a trained recipe model as a self-contained SpeechBrain model folder.
 
+The file names, the classes the yaml may use and the loader are defined in
+:mod:`hyperconformer.folder`; this module writes what that module accepts.
 The folder holds four files:
 
 ``hyperparams.yaml``
@@ -58,10 +60,12 @@ import torch
 from hyperpyyaml import resolve_references
 from ruamel.yaml import YAML
 
+from hyperconformer.folder import HYPERPARAMS, MODEL, NORMALIZER, TOKENIZER
+
 __all__ = ["export_model_folder"]
 
-# Exported name -> key in the training yaml.
-_COPIED_NODES = {
+# Exported name -> key in the training yaml (the importer reads the same).
+COPIED_NODES = {
     "compute_features": "compute_features",
     "normalizer": "normalize",
     "CNN": "CNN",
@@ -71,7 +75,7 @@ _COPIED_NODES = {
 }
 
 # Exported name -> (key in the training yaml, default).
-_VALUES = {
+VALUES = {
     "sample_rate": ("sample_rate", 16000),
     "bos_index": ("bos_index", 1),
     "eos_index": ("eos_index", 2),
@@ -150,8 +154,15 @@ def _strip_comments(node):
             _strip_comments(value)
 
 
-def _plain(value):
-    """ruamel scalars (ScalarFloat, ...) as plain Python values."""
+def plain_value(value):
+    """ruamel scalars (ScalarFloat, ...) as plain Python values.
+
+    Example
+    -------
+    >>> from ruamel.yaml.scalarfloat import ScalarFloat
+    >>> type(plain_value(ScalarFloat(0.5)))
+    <class 'float'>
+    """
     for kind in (bool, int, float, str):
         if isinstance(value, kind):
             return kind(value)
@@ -177,14 +188,12 @@ def export_hparams(hparams_file, overrides=None) -> str:
         resolved = resolve_references(fin, overrides or {})
     yaml = YAML()
     tree = yaml.load(resolved)
-    missing = [key for key in _COPIED_NODES.values() if key not in tree]
+    missing = [key for key in COPIED_NODES.values() if key not in tree]
     if missing:
         raise KeyError(f"{hparams_file} does not define {', '.join(missing)}")
 
-    values = {
-        name: _plain(tree.get(key, default)) for name, (key, default) in _VALUES.items()
-    }
-    nodes = {name: tree[key] for name, key in _COPIED_NODES.items()}
+    values = {name: plain_value(tree.get(k, d)) for name, (k, d) in VALUES.items()}
+    nodes = {name: tree[key] for name, key in COPIED_NODES.items()}
     _strip_comments(nodes)
 
     out = io.StringIO()
@@ -234,15 +243,15 @@ def export_model_folder(
     out_dir = Path(out_dir)
     text = export_hparams(hparams_file, overrides)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "hyperparams.yaml").write_text(text, encoding="utf-8")
+    (out_dir / HYPERPARAMS).write_text(text, encoding="utf-8")
 
     state = {k: v.detach().cpu() for k, v in asr_model.state_dict().items()}
-    torch.save(state, out_dir / "model.ckpt")
+    torch.save(state, out_dir / MODEL[0])
     stats = {
         "count": int(normalizer.count),
         "glob_mean": normalizer.glob_mean.detach().cpu(),
         "glob_std": normalizer.glob_std.detach().cpu(),
     }
-    torch.save(stats, out_dir / "normalizer.ckpt")
-    shutil.copyfile(tokenizer_file, out_dir / "tokenizer.ckpt")
+    torch.save(stats, out_dir / NORMALIZER[0])
+    shutil.copyfile(tokenizer_file, out_dir / TOKENIZER[0])
     return out_dir
