@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 import torch
+from speechbrain.inference.ASR import EncoderDecoderASR
 from speechbrain.lobes.models.transformer.TransformerLM import TransformerLM
 from test_recipe import SHORT, SPLITS, TINY_MODEL, run_recipe, wer_line
+
+from hyperconformer import Transcriber
 
 VOCAB = 48
 
@@ -141,6 +144,21 @@ def test_fusion_changes_the_search_and_does_not_raise_wer(
 
     # Measured: 83.8% with the LM, 101.7% without, after one epoch.
     assert wer(fused) <= wer(plain), (wer_line(out / "wer_test-clean.txt"), plain[:60])
+
+    # The exported folder carries the LM: both loaders decode with it, alike.
+    folder = out / "model"
+    exported = torch.load(folder / "lm.ckpt", weights_only=True)
+    trained = torch.load(lm_folder / "lm.ckpt", weights_only=True)
+    assert all(torch.equal(exported[k], v) for k, v in trained.items())
+    flacs = sorted((data / "test-clean").rglob("*.flac"))[:2]
+    ours = Transcriber.from_pretrained(folder)
+    assert ours.decoder.scorer.weights["transformerlm"] == 0.6
+    theirs = EncoderDecoderASR.from_hparams(
+        source=str(folder), savedir=str(tmp_path / "savedir")
+    )
+    assert "transformerlm" in theirs.mods.decoder.scorer.full_scorers
+    for flac in flacs:
+        assert ours.transcribe_file(flac) == theirs.transcribe_file(str(flac))
 
 
 def test_language_model_errors_name_the_culprit(lm_folder, tmp_path):

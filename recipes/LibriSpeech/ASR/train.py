@@ -542,6 +542,7 @@ def main(argv):
             asr_model=hparams["model"],
             normalizer=hparams["normalize"],
             tokenizer_file=tokenizer_file,
+            lm_file=hparams["lm_file"] or None,
         )
         with open(output_folder / "summary.json", "w", encoding="utf-8") as out:
             json.dump(summary, out, indent=2)
