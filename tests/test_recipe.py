@@ -169,13 +169,13 @@ def test_resume_keeps_finished_epochs(data_folder, tmp_path):
 
 
 def test_sigkill_mid_epoch_resumes_from_intra_epoch_checkpoint(data_folder, tmp_path):
-    # One epoch of about 20 small batches, a checkpoint every 2 steps, no
+    # One epoch of about 25 small batches, a checkpoint every 2 steps, no
     # decoding: only the training loop and its checkpoints are exercised.
     common = [
         *SPLITS[:2],
         "--test_splits=[]",
         *(arg for arg in SHORT if not arg.startswith("--max_batch_len")),
-        "--max_batch_len=8",
+        "--max_batch_len=16",
         *TINY_MODEL,
         "--number_of_epochs=1",
         "--ckpt_interval_minutes=0",
