@@ -286,7 +286,9 @@ def run(sizes: Sizes, device: torch.device, deadline_s: float, out: Path) -> Pat
             torch.cuda.empty_cache()
 
     lines += ["", "## Encoder inference (fp32, front-end + encoder)", ""]
-    budget = min(30.0, max(left() / 60, 1.0))
+    # Per cell, so that the whole sweep fits what is left of the deadline.
+    n_cells = 4 * len(sizes.lengths) * len(sizes.batches)
+    budget = min(30.0, max(0.8 * left() / n_cells, 1.0))
     cells = run_benchmark(
         lengths=sizes.lengths,
         batches=sizes.batches,
