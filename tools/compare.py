@@ -69,6 +69,7 @@ from measurement import (  # noqa: E402
     FRAMES_PER_SECOND,
     HPARAMS_DIR,
     N_MELS,
+    TINY_SIZES,
     TOKENS_PER_SECOND,
     CellResult,
     encoder_pipeline,
@@ -124,14 +125,7 @@ QUICK = Preset(
     train_batch=2,
     train_seconds=(2,),
     budget_s=20.0,
-    overrides=dict(
-        d_model=32,
-        nhead=2,
-        d_ffn=64,
-        num_encoder_layers=2,
-        num_decoder_layers=1,
-        output_neurons=32,
-    ),
+    overrides=TINY_SIZES,
     in_process=True,
     threads=1,  # on a busy CI runner, more threads mostly wait for each other
 )

@@ -50,6 +50,7 @@ from measurement import (  # noqa: E402
     FRAMES_PER_SECOND,
     HPARAMS_DIR,
     N_MELS,
+    TINY_SIZES,
     TOKENS_PER_SECOND,
     load_hparams,
     speechbrain_classes,
@@ -67,15 +68,6 @@ TRAINING = {
     "sb_hypermixing (8M)": ("hyperconformer_8M.yaml", speechbrain_classes),
 }
 DECODING = ("hyperconformer_8M", "conformer_small")
-TINY_SIZES = dict(
-    d_model=32,
-    nhead=2,
-    d_ffn=64,
-    num_encoder_layers=1,
-    num_decoder_layers=1,
-    output_neurons=32,
-    test_beam_size=2,
-)
 
 
 @dataclass(frozen=True)
@@ -92,7 +84,7 @@ class Sizes:
 
 
 GPU = Sizes(600.0, (10.0, 20.0), 10, (10, 30, 60, 120, 300, 600), (1, 8), 8, {})
-TINY = Sizes(6.0, (1.0, 2.0), 2, (1, 2), (1, 2), 2, TINY_SIZES)
+TINY = Sizes(6.0, (1.0, 2.0), 2, (1, 2), (1, 2), 2, {**TINY_SIZES, "test_beam_size": 2})
 
 
 def yaml_hparams(filename: str, transform, overrides: dict) -> dict:

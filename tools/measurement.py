@@ -32,6 +32,16 @@ N_MELS = 80
 # per word with 5000 pieces.
 TOKENS_PER_SECOND = 3.0
 
+# Yaml overrides that make any recipe model tiny: the tools' quick modes.
+TINY_SIZES = dict(
+    d_model=32,
+    nhead=2,
+    d_ffn=64,
+    num_encoder_layers=2,
+    num_decoder_layers=1,
+    output_neurons=32,
+)
+
 # Class swaps that turn a recipe yaml into another model of the same sizes.
 _SPEECHBRAIN_CLASSES = {
     "!new:hyperconformer.ConvFrontEnd": (
