@@ -1,6 +1,7 @@
 """HyperConformer: multi-head HyperMixing Conformer ASR for SpeechBrain."""
 
 from hyperconformer.audio import TranscriptionError, load_audio
+from hyperconformer.checkpointing import AtomicCheckpointer
 from hyperconformer.compat import convert_speechbrain_state_dict
 from hyperconformer.encoder import HyperConformerEncoder, HyperConformerLayer
 from hyperconformer.folder import ModelFolderError
@@ -13,6 +14,7 @@ from hyperconformer.model import HyperConformerASR
 from hyperconformer.positional import SinusoidalPositions, sinusoidal_encoding
 
 __all__ = [
+    "AtomicCheckpointer",
     "ConvFrontEnd",
     "HyperConformerASR",
     "HyperConformerEncoder",

@@ -10,6 +10,7 @@ Written by :mod:`hyperconformer.export` (also for
 ``model.ckpt``        ``asr_model``'s state dict (``asr.ckpt`` is accepted)
 ``normalizer.ckpt``   global feature statistics ``{count, glob_mean, glob_std}``
 ``tokenizer.ckpt``    SentencePiece model file (``tokenizer.model`` accepted)
+``lm.ckpt``           optional: the fused Transformer LM's state dict
 ====================  =====================================================
 
 Loading runs nothing of the folder. Checkpoints: ``weights_only=True``. The
@@ -68,6 +69,7 @@ HYPERPARAMS = "hyperparams.yaml"
 MODEL = ("model.ckpt", "asr.ckpt")
 NORMALIZER = ("normalizer.ckpt",)
 TOKENIZER = ("tokenizer.ckpt", "tokenizer.model")
+LM = ("lm.ckpt",)  # present when the yaml has an lm_model
 
 
 def find_file(folder: str | Path, names: Sequence[str]) -> Path:
@@ -126,6 +128,8 @@ ALLOWED: dict[str, Allowed] = {
     "speechbrain.decoders.scorer.ScorerBuilder": Allowed(),
     "speechbrain.decoders.S2STransformerBeamSearcher": Allowed(),
     "hyperconformer.JointBeamSearcher": Allowed(),
+    "speechbrain.lobes.models.transformer.TransformerLM.TransformerLM": Allowed(),
+    "speechbrain.decoders.scorer.TransformerLMScorer": Allowed(),
     # Built empty; the loader gives it tokenizer.ckpt and nothing else.
     "sentencepiece.SentencePieceProcessor": Allowed(args=()),
     # Used by EncoderDecoderASR only; no hooks, no download locations.
@@ -391,6 +395,11 @@ def load_model_folder(folder: str | Path) -> dict:
         raise ModelFolderError(f"{model_file}: not a state dict")
     fit = f"{model_file}: does not fit {yaml_file.name}"
     load_weights(hparams["asr_model"], state, fit)
+    if "lm_model" in hparams:
+        lm_file = find_file(folder, LM)
+        lm_state = load_checkpoint(lm_file)
+        load_weights(hparams["lm_model"], lm_state, f"{lm_file}: does not fit lm_model")
+        hparams["lm_model"].eval()
     normalizer = hparams.get("normalizer", hparams.get("normalize"))
     if normalizer is not None:
         load_normalizer_statistics(normalizer, folder / NORMALIZER[0])

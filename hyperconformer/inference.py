@@ -192,7 +192,7 @@ class Transcriber:
             raise ValueError(f"device {device}: CUDA is not available")
         hparams = load_model_folder(source)
         normalizer = hparams.get("normalizer", hparams.get("normalize"))
-        for key in ("asr_model", "compute_features", "encoder"):
+        for key in ("asr_model", "compute_features", "encoder", "lm_model"):
             if isinstance(hparams.get(key), torch.nn.Module):
                 hparams[key].to(device).eval()
         if normalizer is not None:
