@@ -87,15 +87,10 @@ class JointBeamSearcher(S2STransformerBeamSearcher):
     # at 4% of the steps of short utterances after 8 x beam).
     exact_candidates = (8,)
 
-    @classmethod
-    def like(cls, searcher: S2STransformerBeamSearcher, **changes) -> JointBeamSearcher:
-        """A fast searcher with ``searcher``'s settings, some changed.
-
-        Example
-        -------
-        >>> JointBeamSearcher.like(stock_searcher, beam_size=66)  # doctest: +SKIP
-        """
-        settings = dict(
+    @staticmethod
+    def settings(searcher: S2STransformerBeamSearcher) -> dict:
+        """The constructor arguments that rebuild ``searcher``."""
+        return dict(
             modules=[searcher.model, searcher.fc],
             temperature=searcher.temperature,
             bos_index=searcher.bos_index,
@@ -113,8 +108,16 @@ class JointBeamSearcher(S2STransformerBeamSearcher):
             max_attn_shift=searcher.max_attn_shift,
             minus_inf=searcher.minus_inf,
         )
-        settings.update(changes)
-        return cls(**settings)
+
+    @classmethod
+    def like(cls, searcher: S2STransformerBeamSearcher, **changes) -> JointBeamSearcher:
+        """A fast searcher with ``searcher``'s settings, some changed.
+
+        Example
+        -------
+        >>> JointBeamSearcher.like(stock_searcher, beam_size=66)  # doctest: +SKIP
+        """
+        return cls(**(cls.settings(searcher) | changes))
 
     # ------------------------------------------------------------ planning
 

@@ -55,24 +55,11 @@ def _clock(fn):
     return time.perf_counter() - started, out
 
 
-def stock_searcher(fast: JointBeamSearcher, **changes):
+def stock_searcher(fast: JointBeamSearcher):
     """SpeechBrain's searcher with ``fast``'s settings."""
     from speechbrain.decoders.seq2seq import S2STransformerBeamSearcher
 
-    settings = dict(
-        modules=[fast.model, fast.fc],
-        temperature=fast.temperature,
-        bos_index=fast.bos_index,
-        eos_index=fast.eos_index,
-        min_decode_ratio=fast.min_decode_ratio,
-        max_decode_ratio=fast.max_decode_ratio,
-        beam_size=fast.beam_size,
-        scorer=fast.scorer,
-        using_eos_threshold=fast.using_eos_threshold,
-        length_normalization=fast.length_normalization,
-    )
-    settings.update(changes)
-    return S2STransformerBeamSearcher(**settings)
+    return S2STransformerBeamSearcher(**JointBeamSearcher.settings(fast))
 
 
 def load_files(folder: Path, count: int) -> list[torch.Tensor]:

@@ -59,8 +59,9 @@ def reference(folder: Path, count: int):
     return out
 
 
-def start_errors(hyp_words, ref_words, ref_times) -> list[float]:
-    """|start error| of the hypothesis words that match reference words."""
+def start_errors(hyp_words, ref_words, ref_times) -> list[tuple[float, float]]:
+    """(reference start, |start error|) of the hypothesis words that match
+    reference words (measured ones only)."""
     matcher = difflib.SequenceMatcher(
         None, [w.text for w in hyp_words], ref_words, autojunk=False
     )
@@ -69,7 +70,7 @@ def start_errors(hyp_words, ref_words, ref_times) -> list[float]:
         for k in range(block.size):
             start, _, measured = ref_times[block.b + k]
             if measured:
-                errors.append(abs(hyp_words[block.a + k].start - start))
+                errors.append((start, abs(hyp_words[block.a + k].start - start)))
     return errors
 
 
@@ -97,26 +98,17 @@ def measure(asr: Transcriber, items, window: float, overlap: float) -> dict:
     """Start-time errors one file at a time and across a windowed recording."""
     short = []
     for audio, text, ref in items:
-        short += start_errors(asr.transcribe_words(audio)[0], text, ref)
+        hyp = asr.transcribe_words(audio)[0]
+        short += [e for _, e in start_errors(hyp, text, ref)]
     audio, words, times = long_recording(items)
     asr.chunk_seconds, asr.overlap_seconds = window, overlap
     hyp = asr.transcribe_words(audio)[0]
     starts = window_starts(audio.numel(), int(window * SR), int(overlap * SR))
     edges = np.array([s / SR for s in starts] + [s / SR + window for s in starts])
-    near = []  # words starting within 2 s of a window edge
-    matcher = difflib.SequenceMatcher(
-        None, [w.text for w in hyp], words, autojunk=False
-    )
-    long = []
-    for block in matcher.get_matching_blocks():
-        for k in range(block.size):
-            start, _, measured = times[block.b + k]
-            if not measured:
-                continue
-            err = abs(hyp[block.a + k].start - start)
-            long.append(err)
-            if np.abs(edges - start).min() < 2.0:
-                near.append(err)
+    pairs = start_errors(hyp, words, times)
+    long = [e for _, e in pairs]
+    # words starting within 2 s of a window edge
+    near = [e for start, e in pairs if np.abs(edges - start).min() < 2.0]
     return {
         "short": short,
         "long": long,
