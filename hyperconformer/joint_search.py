@@ -296,6 +296,8 @@ class JointBeamSearcher(S2STransformerBeamSearcher):
         order = list(full)
         ctc_first = "ctc" in full and (lm_part is None or order.index("ctc") == 0)
         if ctc is None:
+            if "ctc" in full:  # a zero-weight CTC scorer still blocks blank
+                attn[:, full["ctc"].blank_index] = MINUS_INF
             total = attn if lm_part is None else attn + lm_part
             total = (seq.unsqueeze(1) + total).view(self.batch_size, -1) / norm
             scores, candidates = total.topk(beam, dim=-1)
