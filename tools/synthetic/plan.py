@@ -25,9 +25,9 @@ from .text import make_sentence
 from .voices import Speaker, split_role
 
 UTTS_PER_CHAPTER = 20
-# eSpeak speaks this grammar's words at about 0.9 x 60 / rate seconds each
+# eSpeak speaks this grammar's words at about 0.95 x 60 / rate seconds each
 # (measured on the corpus); used to size utterances before synthesis.
-SECONDS_PER_WORD_AT_1_WPM = 0.9 * 60.0
+SECONDS_PER_WORD_AT_1_WPM = 0.95 * 60.0
 PAUSE_S = (0.25, 0.8)  # silence added between sentences, beyond eSpeak's own
 
 
