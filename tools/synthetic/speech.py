@@ -204,18 +204,25 @@ def word_times(
     (the last one where the speech ends), shifted by ``offset`` seconds.
     eSpeak speaks some pairs as one word ("there are"): the pair's span is
     then shared in proportion to the letters, and the second word is marked
-    as not measured.
+    as not measured, as is a first word without an event (it starts with the
+    audio).
 
     >>> word_times("there are cats.", [(1, 0), (11, 2205)], 4410, 22050, 0.1)
-    [(0.1, 0.1556, True), (0.1556, 0.2, False), (0.2, 0.3, True)]
+    [(0.1, 0.1625, True), (0.1625, 0.2, False), (0.2, 0.3, True)]
+    >>> word_times("hugh bit.", [(6, 2205)], 4410, 22050, 0.0)
+    [(0.0, 0.1, False), (0.1, 0.2, True)]
     """
     words = spoken.split()
     index = np.cumsum([c == " " for c in spoken])  # word index of each character
     starts: dict[int, int] = {}
     for position, sample in events:
         starts.setdefault(int(index[position - 1]), sample)
-    if not starts or min(starts) != 0 or max(starts) >= len(words):
+    if not starts or max(starts) >= len(words):
         raise SynthesisError(f"eSpeak NG word events do not match {spoken!r}")
+    # After some sentences eSpeak NG gives the next call's first word no
+    # event: that word starts with the audio, and is marked as not measured.
+    first_measured = 0 in starts
+    starts.setdefault(0, 0)
     first = sorted(starts) + [len(words)]
     samples = [starts[i] for i in first[:-1]] + [n_raw]
     times: WordTimes = []
@@ -227,9 +234,9 @@ def word_times(
         for j in range(len(group)):
             times.append(
                 (
-                    round(offset + edges[j] / rate, 4),
-                    round(offset + edges[j + 1] / rate, 4),
-                    j == 0,
+                    round(float(offset + edges[j] / rate), 4),
+                    round(float(offset + edges[j + 1] / rate), 4),
+                    j == 0 and (k > 0 or first_measured),
                 )
             )
     return times
