@@ -71,16 +71,19 @@ def _split(entry: str) -> tuple[str, str | None]:
     return base, irregular or None
 
 
+def _add_s(word: str, sibilants: str) -> str:
+    """The -s ending: -ES after ``sibilants``, -IES after a consonant + Y."""
+    if re.search(f"({sibilants})$", word):
+        return word + "ES"
+    if re.search(r"[^AEIOU]Y$", word):
+        return word[:-1] + "IES"
+    return word + "S"
+
+
 def plural(entry: str) -> str:
     """``CAT`` -> ``CATS``, ``BOX`` -> ``BOXES``, ``CHILD/CHILDREN`` -> ``CHILDREN``."""
     noun, irregular = _split(entry)
-    if irregular:
-        return irregular
-    if re.search(r"(S|SH|CH|X|Z)$", noun):
-        return noun + "ES"
-    if re.search(r"[^AEIOU]Y$", noun):
-        return noun[:-1] + "IES"
-    return noun + "S"
+    return irregular or _add_s(noun, "S|SH|CH|X|Z")
 
 
 def past(entry: str) -> str:
@@ -97,12 +100,7 @@ def past(entry: str) -> str:
 
 def third_person(entry: str) -> str:
     """``WALK`` -> ``WALKS``, ``WATCH`` -> ``WATCHES``, ``CRY`` -> ``CRIES``."""
-    verb, _ = _split(entry)
-    if re.search(r"(S|SH|CH|X|Z|O)$", verb):
-        return verb + "ES"
-    if re.search(r"[^AEIOU]Y$", verb):
-        return verb[:-1] + "IES"
-    return verb + "S"
+    return _add_s(_split(entry)[0], "S|SH|CH|X|Z|O")
 
 
 def gerund(entry: str) -> str:
