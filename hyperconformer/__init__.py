@@ -1,24 +1,31 @@
 """HyperConformer: multi-head HyperMixing Conformer ASR for SpeechBrain."""
 
 from hyperconformer.audio import TranscriptionError, load_audio
+from hyperconformer.checkpointing import AtomicCheckpointer
 from hyperconformer.compat import convert_speechbrain_state_dict
 from hyperconformer.encoder import HyperConformerEncoder, HyperConformerLayer
+from hyperconformer.folder import ModelFolderError
 from hyperconformer.frontend import ConvFrontEnd
-from hyperconformer.inference import Transcriber
+from hyperconformer.inference import FileResult, Transcriber
+from hyperconformer.longform import Word
 from hyperconformer.mixing import HyperMixing
 from hyperconformer.model import HyperConformerASR
 from hyperconformer.positional import SinusoidalPositions, sinusoidal_encoding
 
 __all__ = [
+    "AtomicCheckpointer",
     "ConvFrontEnd",
     "HyperConformerASR",
     "HyperConformerEncoder",
     "HyperConformerLayer",
     "HyperMixing",
+    "ModelFolderError",
     "SinusoidalPositions",
     "convert_speechbrain_state_dict",
     "sinusoidal_encoding",
+    "FileResult",
     "Transcriber",
+    "Word",
     "TranscriptionError",
     "load_audio",
 ]

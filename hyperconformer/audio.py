@@ -37,7 +37,7 @@ AUDIO_EXTENSIONS = frozenset(
 
 
 class TranscriptionError(Exception):
-    """An expected problem with an input or a model folder.
+    """An expected problem with an audio input (a model folder: ModelFolderError).
 
     The message is one line and names the file; command-line tools print it
     without a traceback.

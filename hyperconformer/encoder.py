@@ -8,7 +8,12 @@ Each block is pre-norm and macaron-style::
     x = LN(x + ½ FFN(x))
 
 Padding is exact: a padded frame never changes a valid frame's output, so an
-utterance encodes the same alone or in any batch.
+utterance encodes the same alone or in any batch. The encoder computes one
+sinusoidal position table per call and hands it to every block's mixing.
+
+SpeechBrain's Conformer layer defines a dropout after the attention (here
+mixing) branch but never applies it; ``mixing_dropout=False`` (the default)
+does the same, ``True`` applies ``dropout`` there.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from speechbrain.nnet.activations import Swish
 from torch import nn
 
 from hyperconformer.mixing import HyperMixing
+from hyperconformer.positional import sinusoidal_encoding
 
 __all__ = [
     "ConvolutionModule",
@@ -159,6 +165,10 @@ class HyperConformerLayer(nn.Module):
         Bias in the convolution module.
     tied : bool
         Tie HyperMixing's W1 and W2.
+    mixing_init : str
+        HyperMixing's init, "xavier" (SpeechBrain's) or "head_uniform".
+    mixing_dropout : bool
+        Apply ``dropout`` to the mixing branch (SpeechBrain does not).
 
     Example
     -------
@@ -178,22 +188,34 @@ class HyperConformerLayer(nn.Module):
         activation: type[nn.Module] = Swish,
         bias: bool = True,
         tied: bool = False,
+        mixing_init: str = "xavier",
+        mixing_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.ffn1 = FeedForwardModule(d_model, d_ffn, dropout, activation)
         self.mixing_norm = nn.LayerNorm(d_model)
-        self.mixing = HyperMixing(d_model, hypernet_size or d_ffn, nhead, tied=tied)
-        self.mixing_dropout = nn.Dropout(dropout)
+        self.mixing = HyperMixing(
+            d_model, hypernet_size or d_ffn, nhead, tied=tied, init=mixing_init
+        )
+        self.mixing_dropout = nn.Dropout(dropout) if mixing_dropout else nn.Identity()
         self.conv = ConvolutionModule(d_model, kernel_size, dropout, activation, bias)
         self.ffn2 = FeedForwardModule(d_model, d_ffn, dropout, activation)
         self.final_norm = nn.LayerNorm(d_model)
 
     def forward(
-        self, x: torch.Tensor, pad_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(batch, time, d_model) -> (batch, time, d_model); mask (batch, time)."""
+        """(batch, time, d_model) -> (batch, time, d_model); mask (batch, time).
+
+        ``positions`` is the (time, d_model) table for the mixing (computed
+        by the mixing if not given).
+        """
         x = x + 0.5 * self.ffn1(x)
-        x = x + self.mixing_dropout(self.mixing(self.mixing_norm(x), pad_mask))
+        mixed = self.mixing(self.mixing_norm(x), pad_mask, positions)
+        x = x + self.mixing_dropout(mixed)
         x = x + self.conv(x, pad_mask)
         return self.final_norm(x + 0.5 * self.ffn2(x))
 
@@ -206,7 +228,7 @@ class HyperConformerEncoder(nn.Module):
     num_layers : int
         Number of blocks.
     d_model, d_ffn, nhead, hypernet_size, kernel_size, dropout, activation,
-    bias, tied
+    bias, tied, mixing_init, mixing_dropout
         As in :class:`HyperConformerLayer`.
 
     Example
@@ -230,6 +252,8 @@ class HyperConformerEncoder(nn.Module):
         activation: type[nn.Module] = Swish,
         bias: bool = True,
         tied: bool = False,
+        mixing_init: str = "xavier",
+        mixing_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.d_model = d_model
@@ -244,6 +268,8 @@ class HyperConformerEncoder(nn.Module):
                 activation,
                 bias,
                 tied,
+                mixing_init,
+                mixing_dropout,
             )
             for _ in range(num_layers)
         )
@@ -262,6 +288,9 @@ class HyperConformerEncoder(nn.Module):
                 f"(batch, time, {self.d_model}), got {tuple(src.shape)}"
             )
         x = src
+        # One float32 table for all blocks, computed per call: no buffer that
+        # grows in forward (DDP broadcasts buffers and expects fixed sizes).
+        positions = sinusoidal_encoding(src.size(1), self.d_model, src.device)
         for layer in self.layers:
-            x = layer(x, src_key_padding_mask)
+            x = layer(x, src_key_padding_mask, positions)
         return self.norm(x)

@@ -1,5 +1,7 @@
 """Export a trained recipe model as a self-contained SpeechBrain model folder.
 
+The file names, the classes the yaml may use and the loader are defined in
+:mod:`hyperconformer.folder`; this module writes what that module accepts.
 The folder holds four files:
 
 ``hyperparams.yaml``
@@ -38,13 +40,19 @@ The folder holds four files:
     The global feature statistics ``{"count", "glob_mean", "glob_std"}``.
 ``tokenizer.ckpt``
     The SentencePiece model file.
+``lm.ckpt``
+    Only with ``lm_file``: the Transformer LM's state dict. The yaml then
+    builds ``lm_model`` (the training yaml's, with its sizes), an
+    ``lm_scorer`` and scores with ``ctc_weight`` and ``lm_weight``
+    (shallow fusion), and loads the LM through ``pretrainer`` and ``modules``.
 
 The training yaml must name its modules ``compute_features``, ``normalize``,
 ``CNN``, ``Transformer``, ``ctc_lin`` and ``seq_lin``, and may set
 ``sample_rate``, ``bos_index``, ``eos_index``, ``blank_index``,
 ``test_beam_size``, ``ctc_weight_decode``, ``min_decode_ratio``,
-``max_decode_ratio`` and ``temperature`` (defaults below). A language model
-used in training-time tests is not exported.
+``max_decode_ratio`` and ``temperature`` (defaults below); with an LM also
+``lm_model`` (``!name:`` SpeechBrain's ``TransformerLM``), ``lm_weight`` and
+``lm_scorer``'s ``temperature``.
 """
 
 from __future__ import annotations
@@ -58,10 +66,12 @@ import torch
 from hyperpyyaml import resolve_references
 from ruamel.yaml import YAML
 
+from hyperconformer.folder import HYPERPARAMS, LM, MODEL, NORMALIZER, TOKENIZER
+
 __all__ = ["export_model_folder"]
 
-# Exported name -> key in the training yaml.
-_COPIED_NODES = {
+# Exported name -> key in the training yaml (the importer reads the same).
+COPIED_NODES = {
     "compute_features": "compute_features",
     "normalizer": "normalize",
     "CNN": "CNN",
@@ -71,7 +81,7 @@ _COPIED_NODES = {
 }
 
 # Exported name -> (key in the training yaml, default).
-_VALUES = {
+VALUES = {
     "sample_rate": ("sample_rate", 16000),
     "bos_index": ("bos_index", 1),
     "eos_index": ("eos_index", 2),
@@ -120,6 +130,7 @@ decoder: !new:speechbrain.decoders.S2STransformerBeamSearcher
     length_normalization: True
     scorer: !ref <scorer>
 
+LM_PART
 asr_model: !new:torch.nn.ModuleList
     - [!ref <CNN>, !ref <Transformer>, !ref <seq_lin>, !ref <ctc_lin>]
 
@@ -150,15 +161,45 @@ def _strip_comments(node):
             _strip_comments(value)
 
 
-def _plain(value):
-    """ruamel scalars (ScalarFloat, ...) as plain Python values."""
+def plain_value(value):
+    """ruamel scalars (ScalarFloat, ...) as plain Python values.
+
+    Example
+    -------
+    >>> from ruamel.yaml.scalarfloat import ScalarFloat
+    >>> type(plain_value(ScalarFloat(0.5)))
+    <class 'float'>
+    """
     for kind in (bool, int, float, str):
         if isinstance(value, kind):
             return kind(value)
     return value
 
 
-def export_hparams(hparams_file, overrides=None) -> str:
+_LM_CLASS = "speechbrain.lobes.models.transformer.TransformerLM.TransformerLM"
+_LM_PART = """lm_scorer: !new:speechbrain.decoders.scorer.TransformerLMScorer
+    language_model: !ref <lm_model>
+    temperature: !ref <lm_temperature>
+
+"""
+# With an LM, these lines of _INFERENCE_PART gain the LM's part.
+_WITH_LM = {
+    "    full_scorers: [!ref <ctc_scorer>]\n": (
+        "    full_scorers: [!ref <ctc_scorer>, !ref <lm_scorer>]\n"
+    ),
+    "        ctc: !ref <ctc_weight>\n": (
+        "        ctc: !ref <ctc_weight>\n        transformerlm: !ref <lm_weight>\n"
+    ),
+    "    decoder: !ref <decoder>\n": (
+        "    decoder: !ref <decoder>\n    lm_model: !ref <lm_model>\n"
+    ),
+    "        tokenizer: !ref <tokenizer>\n": (
+        "        tokenizer: !ref <tokenizer>\n        lm: !ref <lm_model>\n"
+    ),
+}
+
+
+def export_hparams(hparams_file, overrides=None, with_lm: bool = False) -> str:
     """The inference ``hyperparams.yaml`` text for a training yaml.
 
     Arguments
@@ -168,6 +209,8 @@ def export_hparams(hparams_file, overrides=None) -> str:
     overrides : str or dict, optional
         The overrides the model was trained with (as given to
         ``load_hyperpyyaml``); they change sizes, vocabulary, ...
+    with_lm : bool
+        Add the training yaml's ``lm_model`` for shallow fusion (lm.ckpt).
 
     Returns
     -------
@@ -177,14 +220,12 @@ def export_hparams(hparams_file, overrides=None) -> str:
         resolved = resolve_references(fin, overrides or {})
     yaml = YAML()
     tree = yaml.load(resolved)
-    missing = [key for key in _COPIED_NODES.values() if key not in tree]
+    missing = [key for key in COPIED_NODES.values() if key not in tree]
     if missing:
         raise KeyError(f"{hparams_file} does not define {', '.join(missing)}")
 
-    values = {
-        name: _plain(tree.get(key, default)) for name, (key, default) in _VALUES.items()
-    }
-    nodes = {name: tree[key] for name, key in _COPIED_NODES.items()}
+    values = {name: plain_value(tree.get(k, d)) for name, (k, d) in VALUES.items()}
+    nodes = {name: tree[key] for name, key in COPIED_NODES.items()}
     _strip_comments(nodes)
 
     out = io.StringIO()
@@ -195,8 +236,38 @@ def export_hparams(hparams_file, overrides=None) -> str:
     yaml.dump(values, out)
     out.write("\n")
     yaml.dump(nodes, out)
-    out.write(_INFERENCE_PART.replace("ENCODER_WRAPPER", _ENCODER_WRAPPER))
+    inference = _INFERENCE_PART.replace("ENCODER_WRAPPER", _ENCODER_WRAPPER)
+    if with_lm:
+        lm_model = tree.get("lm_model")
+        if yaml_tag_of(lm_model) != f"!name:{_LM_CLASS}":
+            raise KeyError(f"{hparams_file}: lm_model must be !name:{_LM_CLASS}")
+        lm_values = {
+            "lm_weight": plain_value(tree.get("lm_weight", 0.6)),
+            "lm_temperature": plain_value(
+                (tree.get("lm_scorer") or {}).get("temperature", 1.0)
+            ),
+        }
+        _strip_comments(lm_model)
+        lm_text = io.StringIO()
+        yaml.dump(lm_values, lm_text)
+        lm_text.write("\n")
+        yaml.dump({"lm_model": lm_model}, lm_text)
+        # The training yaml names the class; the folder builds it.
+        out.write(lm_text.getvalue().replace(f"!name:{_LM_CLASS}", f"!new:{_LM_CLASS}"))
+        for line, with_lm_line in _WITH_LM.items():
+            inference = inference.replace(line, with_lm_line)
+        inference = inference.replace("LM_PART\n", _LM_PART)
+    else:
+        inference = inference.replace("LM_PART\n", "")
+    out.write(inference)
     return out.getvalue()
+
+
+def yaml_tag_of(node) -> str:
+    """The tag of a ruamel node loaded by ``YAML().load`` ('' if none)."""
+    tag = getattr(node, "tag", None)
+    value = getattr(tag, "value", tag)
+    return value if isinstance(value, str) else ""
 
 
 def export_model_folder(
@@ -206,6 +277,7 @@ def export_model_folder(
     normalizer: torch.nn.Module,
     tokenizer_file,
     overrides=None,
+    lm_file=None,
 ) -> Path:
     """Writes a model folder loadable with SpeechBrain's ``EncoderDecoderASR``.
 
@@ -225,6 +297,9 @@ def export_model_folder(
         The SentencePiece ``.model`` file.
     overrides : str or dict, optional
         The overrides the model was trained with.
+    lm_file : str or Path, optional
+        The Transformer LM state dict (for the yaml's ``lm_model``) to decode
+        with: copied as lm.ckpt.
 
     Returns
     -------
@@ -232,17 +307,21 @@ def export_model_folder(
         ``out_dir``.
     """
     out_dir = Path(out_dir)
-    text = export_hparams(hparams_file, overrides)
+    text = export_hparams(hparams_file, overrides, with_lm=lm_file is not None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "hyperparams.yaml").write_text(text, encoding="utf-8")
+    (out_dir / HYPERPARAMS).write_text(text, encoding="utf-8")
 
     state = {k: v.detach().cpu() for k, v in asr_model.state_dict().items()}
-    torch.save(state, out_dir / "model.ckpt")
+    torch.save(state, out_dir / MODEL[0])
     stats = {
         "count": int(normalizer.count),
         "glob_mean": normalizer.glob_mean.detach().cpu(),
         "glob_std": normalizer.glob_std.detach().cpu(),
     }
-    torch.save(stats, out_dir / "normalizer.ckpt")
-    shutil.copyfile(tokenizer_file, out_dir / "tokenizer.ckpt")
+    torch.save(stats, out_dir / NORMALIZER[0])
+    shutil.copyfile(tokenizer_file, out_dir / TOKENIZER[0])
+    if lm_file is not None:
+        shutil.copyfile(lm_file, out_dir / LM[0])
+    else:  # a re-export without the LM must not keep an old one
+        (out_dir / LM[0]).unlink(missing_ok=True)
     return out_dir

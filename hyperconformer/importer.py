@@ -40,12 +40,24 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.nodes import MappingNode, SequenceNode
 from ruamel.yaml.tag import Tag
 
-from hyperconformer.audio import TranscriptionError
 from hyperconformer.compat import convert_speechbrain_state_dict
-from hyperconformer.inference import (
-    check_hparams_safety,
+from hyperconformer.export import (
+    COPIED_NODES,
+    VALUES,
+    export_model_folder,
+    plain_value,
+)
+from hyperconformer.folder import (
+    MODEL,
+    NORMALIZER,
+    TOKENIZER,
+    ModelFolderError,
+    check_hyperparams,
+    find_file,
     load_checkpoint,
     load_normalizer_statistics,
+    load_weights,
+    yaml_tag,
 )
 from hyperconformer.model import HyperConformerASR
 
@@ -53,25 +65,8 @@ __all__ = ["import_speechbrain_checkpoint", "main"]
 
 _OURS = "hyperconformer.HyperConformerASR"
 _SPEECHBRAIN = "speechbrain.lobes.models.transformer.TransformerASR.TransformerASR"
-_NODES = ("compute_features", "normalize", "CNN", "Transformer", "ctc_lin", "seq_lin")
-_VALUES = (
-    "sample_rate",
-    "bos_index",
-    "eos_index",
-    "blank_index",
-    "test_beam_size",
-    "ctc_weight_decode",
-    "min_decode_ratio",
-    "max_decode_ratio",
-    "temperature",
-)
-
-
-def _tag(node) -> str:
-    tag = getattr(node, "tag", None)
-    if tag is None:
-        return ""
-    return tag if isinstance(tag, str) else (getattr(tag, "value", None) or "")
+_NODES = tuple(COPIED_NODES.values())
+_VALUES = tuple(key for key, _ in VALUES.values())
 
 
 def _placeholder_overrides(text: str, name: str) -> dict:
@@ -83,15 +78,15 @@ def _placeholder_overrides(text: str, name: str) -> dict:
     try:
         root = YAML(typ="rt").compose(text)
     except Exception as err:
-        raise TranscriptionError(f"{name}: not valid YAML ({err})") from None
+        raise ModelFolderError(f"{name}: not valid YAML ({err})") from None
     if not isinstance(root, MappingNode):
-        raise TranscriptionError(f"{name}: not a HyperPyYAML mapping")
+        raise ModelFolderError(f"{name}: not a HyperPyYAML mapping")
     overrides: dict = {}
 
     def walk(node, path: tuple) -> None:
-        tag = _tag(node)
+        tag = yaml_tag(node)
         if tag.startswith(("!applyref:", "!include:")):
-            raise TranscriptionError(
+            raise ModelFolderError(
                 f"{name}: refusing to read: tag {tag} "
                 f"(line {node.start_mark.line + 1}) runs while the yaml is resolved"
             )
@@ -122,34 +117,26 @@ def _merge(base: dict, extra: Mapping) -> dict:
 
 
 def _find_checkpoint(folder: Path) -> Path:
-    """model.ckpt (or asr.ckpt) in ``folder``, else in its newest CKPT+* folder."""
-    for name in ("model.ckpt", "asr.ckpt"):
-        if (folder / name).is_file():
-            return folder / name
-    ckpts = sorted(p for p in folder.glob("CKPT+*") if (p / "model.ckpt").is_file())
-    if ckpts:
-        return ckpts[-1] / "model.ckpt"
-    raise TranscriptionError(f"{folder}: no model.ckpt (nor asr.ckpt, CKPT+*/)")
+    """The model checkpoint in ``folder``, else in its newest CKPT+* folder."""
+    ckpts = sorted(p for p in folder.glob("CKPT+*") if p.is_dir())
+    for where in (folder, *reversed(ckpts)):
+        try:
+            return find_file(where, MODEL)
+        except ModelFolderError:
+            continue
+    raise ModelFolderError(f"{folder}: no {' or '.join(MODEL)} (nor in CKPT+*/)")
 
 
 def _find_tokenizer(folder: Path, ckpt_dir: Path) -> Path:
     for where in dict.fromkeys((ckpt_dir, folder)):
-        for name in ("tokenizer.ckpt", "tokenizer.model"):
-            if (where / name).is_file():
-                return where / name
+        try:
+            return find_file(where, TOKENIZER)
+        except ModelFolderError:
+            continue
     models = sorted(folder.glob("*.model"))
     if len(models) == 1:
         return models[0]
-    raise TranscriptionError(
-        f"{folder}: no tokenizer.ckpt or tokenizer.model; pass --tokenizer"
-    )
-
-
-def _scalar(value):
-    for kind in (bool, int, float, str):
-        if isinstance(value, kind):
-            return kind(value)
-    return value
+    raise ModelFolderError(f"{folder}: no {' or '.join(TOKENIZER)}; pass --tokenizer")
 
 
 def _model_yaml(tree: Mapping, name: str, tied: bool) -> tuple[str, str]:
@@ -165,13 +152,13 @@ def _model_yaml(tree: Mapping, name: str, tied: bool) -> tuple[str, str]:
     """
     missing = [key for key in _NODES if key not in tree]
     if missing:
-        raise TranscriptionError(f"{name}: does not define {', '.join(missing)}")
+        raise ModelFolderError(f"{name}: does not define {', '.join(missing)}")
     transformer = tree["Transformer"]
     if not isinstance(transformer, Mapping):
-        raise TranscriptionError(f"{name}: Transformer is not a module definition")
-    kind = _tag(transformer).split(":", 1)[-1]
+        raise ModelFolderError(f"{name}: Transformer is not a module definition")
+    kind = yaml_tag(transformer).split(":", 1)[-1]
     if kind not in (_SPEECHBRAIN, _OURS):
-        raise TranscriptionError(
+        raise ModelFolderError(
             f"{name}: Transformer is {kind or 'untagged'}, not a SpeechBrain "
             "TransformerASR or HyperConformerASR"
         )
@@ -179,12 +166,12 @@ def _model_yaml(tree: Mapping, name: str, tied: bool) -> tuple[str, str]:
     encoder = str(args.get("encoder_module", "conformer"))
     attention = str(args.get("attention_type", "hypermixing"))
     if encoder != "conformer" or attention != "hypermixing":
-        raise TranscriptionError(
+        raise ModelFolderError(
             f"{name}: not a HyperConformer (encoder_module={encoder}, "
             f"attention_type={attention}); conformer + hypermixing is needed"
         )
     if args.get("causal"):
-        raise TranscriptionError(f"{name}: causal (streaming) models are not supported")
+        raise ModelFolderError(f"{name}: causal (streaming) models are not supported")
 
     accepted = set(inspect.signature(HyperConformerASR).parameters)
     ours = CommentedMap((k, v) for k, v in args.items() if k in accepted)
@@ -203,11 +190,11 @@ def _model_yaml(tree: Mapping, name: str, tied: bool) -> tuple[str, str]:
     values = {}
     for key in _VALUES:
         if key in tree:
-            values[key] = _scalar(tree[key])
+            values[key] = plain_value(tree[key])
     if "temperature" not in values:
         search = tree.get("test_search")
         if isinstance(search, Mapping) and "temperature" in search:
-            values["temperature"] = _scalar(search["temperature"])
+            values["temperature"] = plain_value(search["temperature"])
     nodes = {key: tree[key] for key in _NODES}
     nodes["Transformer"] = ours
 
@@ -221,15 +208,15 @@ def _model_yaml(tree: Mapping, name: str, tied: bool) -> tuple[str, str]:
 
 
 def _build(text: str, name: str) -> dict:
-    check_hparams_safety(text, name)
+    check_hyperparams(text, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return load_hyperpyyaml(text)
-    except TranscriptionError:
+    except ModelFolderError:
         raise
     except Exception as err:
-        raise TranscriptionError(f"{name}: cannot build the model ({err})") from None
+        raise ModelFolderError(f"{name}: cannot build the model ({err})") from None
 
 
 def _split_state(state: Mapping[str, torch.Tensor], name: str) -> list[dict]:
@@ -238,13 +225,13 @@ def _split_state(state: Mapping[str, torch.Tensor], name: str) -> list[dict]:
     for key, value in state.items():
         match = re.match(r"^(?:module\.)?([0-3])\.(.+)$", key)
         if not match:
-            raise TranscriptionError(
+            raise ModelFolderError(
                 f"{name}: unexpected key {key!r}; expected the recipe's "
                 "ModuleList([CNN, Transformer, seq_lin, ctc_lin])"
             )
         parts[int(match.group(1))][match.group(2)] = value
     if not all(parts):
-        raise TranscriptionError(f"{name}: some of the four modules have no weights")
+        raise ModelFolderError(f"{name}: some of the four modules have no weights")
     return parts
 
 
@@ -302,31 +289,25 @@ def import_speechbrain_checkpoint(
 
     Raises
     ------
-    TranscriptionError
+    ModelFolderError
         A file is missing or unsafe, the yaml is not a HyperConformer, the
         weights do not fit, or the outputs differ.
     """
-    from hyperconformer.export import export_model_folder
-
     folder = Path(speechbrain_dir)
     hparams_file = Path(hparams_file)
     if not folder.is_dir():
-        raise TranscriptionError(f"{folder}: no such folder")
+        raise ModelFolderError(f"{folder}: no such folder")
     if not hparams_file.is_file():
-        raise TranscriptionError(f"{hparams_file}: no such file")
+        raise ModelFolderError(f"{hparams_file}: no such file")
     model_file = _find_checkpoint(folder)
     tokenizer = Path(tokenizer_file) if tokenizer_file else None
     tokenizer = tokenizer or _find_tokenizer(folder, model_file.parent)
     if not tokenizer.is_file():
-        raise TranscriptionError(f"{tokenizer}: no such file")
-    stats_file = next(
-        (
-            d / "normalizer.ckpt"
-            for d in (model_file.parent, folder)
-            if (d / "normalizer.ckpt").is_file()
-        ),
-        model_file.parent / "normalizer.ckpt",
-    )
+        raise ModelFolderError(f"{tokenizer}: no such file")
+    try:
+        stats_file = find_file(model_file.parent, NORMALIZER)
+    except ModelFolderError:
+        stats_file = find_file(folder, NORMALIZER)
 
     text = hparams_file.read_text(encoding="utf-8")
     resolve_overrides = _merge(
@@ -335,12 +316,12 @@ def import_speechbrain_checkpoint(
     try:
         resolved = resolve_references(text, resolve_overrides)
     except Exception as err:
-        raise TranscriptionError(f"{hparams_file}: cannot resolve ({err})") from None
+        raise ModelFolderError(f"{hparams_file}: cannot resolve ({err})") from None
     tree = YAML(typ="rt").load(resolved)
 
     state = load_checkpoint(model_file)
     if not isinstance(state, Mapping):
-        raise TranscriptionError(f"{model_file}: not a state dict")
+        raise ModelFolderError(f"{model_file}: not a state dict")
     cnn_sd, transformer_sd, seq_sd, ctc_sd = _split_state(state, str(model_file))
     already_ours = any(".mixing.gen_w1" in k for k in transformer_sd)
     try:
@@ -350,7 +331,7 @@ def import_speechbrain_checkpoint(
             else convert_speechbrain_state_dict(transformer_sd)
         )
     except ValueError as err:
-        raise TranscriptionError(f"{model_file}: {err}") from None
+        raise ModelFolderError(f"{model_file}: {err}") from None
     # One hypernetwork generator per layer means W1 and W2 are tied.
     gen = next(v for k, v in converted.items() if k.endswith("mixing.gen_w1"))
     tied = gen.shape[1] == gen.shape[2]
@@ -360,17 +341,9 @@ def import_speechbrain_checkpoint(
     asr_model = torch.nn.ModuleList(
         [modules["CNN"], modules["Transformer"], modules["seq_lin"], modules["ctc_lin"]]
     )
-    try:
-        modules["CNN"].load_state_dict(cnn_sd)
-        modules["Transformer"].load_state_dict(converted)
-        modules["seq_lin"].load_state_dict(seq_sd)
-        modules["ctc_lin"].load_state_dict(ctc_sd)
-    except RuntimeError as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        raise TranscriptionError(
-            f"{model_file}: does not fit {hparams_file} "
-            f"({lines[1] if len(lines) > 1 else lines[0]})"
-        ) from None
+    parts = {"CNN": cnn_sd, "Transformer": converted, "seq_lin": seq_sd}
+    for key, part in {**parts, "ctc_lin": ctc_sd}.items():
+        load_weights(modules[key], part, f"{model_file}: does not fit {hparams_file}")
     asr_model.eval()
 
     normalizer = modules["normalize"]
@@ -383,7 +356,7 @@ def import_speechbrain_checkpoint(
         vocab = modules["seq_lin"].w.out_features
         diff = _verify(original, modules["Transformer"], vocab)
         if not diff <= tolerance:
-            raise TranscriptionError(
+            raise ModelFolderError(
                 f"{model_file}: imported model differs from SpeechBrain's by {diff:.2e}"
                 f" (tolerance {tolerance:.0e})"
             )
@@ -449,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides=overrides,
             verify=not args.no_verify,
         )
-    except TranscriptionError as err:
+    except ModelFolderError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {out}", file=sys.stderr)

@@ -9,6 +9,12 @@ matrices ``W1_h`` and ``W2_h`` of shape (time, hidden). The head's output is
 so every token sees every other token through a (hidden, d_head) summary, and
 cost grows linearly with the number of tokens. Heads are concatenated and
 layer-normed. No (time, time) tensor is ever formed.
+
+Initialisation: ``"xavier"`` (default) draws every generator weight and bias
+as SpeechBrain does (its ``TransformerASR`` re-initialises every parameter
+with more than one dimension, hypernetwork biases included, with
+``xavier_normal_`` over its per-generator shapes); ``"head_uniform"`` draws
+them uniformly in +-1/sqrt(d_head), the fan-in of one head's linear layer.
 """
 
 from __future__ import annotations
@@ -19,9 +25,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperconformer.positional import SinusoidalPositions
+from hyperconformer.positional import sinusoidal_encoding
 
 __all__ = ["HyperMixing"]
+
+INITS = ("xavier", "head_uniform")
+
+
+def _xavier_normal_std(*shape: int) -> float:
+    """std of ``nn.init.xavier_normal_`` for a tensor of ``shape``."""
+    receptive = math.prod(shape[2:])
+    fan_in = shape[1] * receptive if len(shape) > 1 else shape[0]
+    fan_out = shape[0] * receptive
+    return math.sqrt(2.0 / (fan_in + fan_out))
 
 
 class HyperMixing(nn.Module):
@@ -38,6 +54,8 @@ class HyperMixing(nn.Module):
         Number of heads; ``d_model`` and ``hypernet_size`` must divide by it.
     tied : bool
         If True, ``W2`` is ``W1`` (one generator instead of two).
+    init : str
+        "xavier" (SpeechBrain's) or "head_uniform" (see the module docstring).
 
     Example
     -------
@@ -54,8 +72,11 @@ class HyperMixing(nn.Module):
         hypernet_size: int,
         num_heads: int = 1,
         tied: bool = False,
+        init: str = "xavier",
     ) -> None:
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if d_model % num_heads != 0:
             raise ValueError(
                 f"d_model ({d_model}) must be divisible by num_heads ({num_heads})"
@@ -70,6 +91,7 @@ class HyperMixing(nn.Module):
         self.head_dim = d_model // num_heads
         self.head_hidden = hypernet_size // num_heads
         self.tied = tied
+        self.init = init
         # One generator for W1 and one for W2 (G = 2), or a shared one (G = 1).
         self.num_generators = 1 if tied else 2
         g, h, f, k = self.num_generators, num_heads, self.head_dim, self.head_hidden
@@ -80,15 +102,25 @@ class HyperMixing(nn.Module):
         self.gen_b1 = nn.Parameter(torch.empty(h, g * f))
         self.gen_w2 = nn.Parameter(torch.empty(h * g, f, k))
         self.gen_b2 = nn.Parameter(torch.empty(h * g, k))
-        self.positions = SinusoidalPositions(d_model)
         self.norm = nn.LayerNorm(d_model)
         self.reset_parameters()
 
+    @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Per-head uniform init with the fan-in of one head's linear layer."""
-        bound = 1.0 / math.sqrt(self.head_dim)
-        for p in (self.gen_w1, self.gen_b1, self.gen_w2, self.gen_b2):
-            nn.init.uniform_(p, -bound, bound)
+        """Draw the generator weights as ``init`` says (module docstring)."""
+        params = (self.gen_w1, self.gen_b1, self.gen_w2, self.gen_b2)
+        if self.init == "head_uniform":
+            bound = 1.0 / math.sqrt(self.head_dim)
+            for p in params:
+                nn.init.uniform_(p, -bound, bound)
+        else:
+            # SpeechBrain's shapes, per generator: first layer (heads, f, f)
+            # and (heads, f), second layer (heads, k, f) and (heads, k). The
+            # fused tensors hold G such blocks, each with that std.
+            h, f, k = self.num_heads, self.head_dim, self.head_hidden
+            shapes = ((h, f, f), (h, f), (h, k, f), (h, k))
+            for p, shape in zip(params, shapes, strict=True):
+                nn.init.normal_(p, std=_xavier_normal_std(*shape))
         self.norm.reset_parameters()
 
     def _generator_features(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -124,7 +156,10 @@ class HyperMixing(nn.Module):
         return weights[:, 0], weights[:, g - 1]
 
     def forward(
-        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mix tokens.
 
@@ -135,6 +170,9 @@ class HyperMixing(nn.Module):
         key_padding_mask : torch.Tensor, optional
             (batch, time) bool, True at padded frames. Padded frames take no
             part in the mixing, so valid outputs do not depend on padding.
+        positions : torch.Tensor, optional
+            (time, d_model) sinusoidal table (an encoder computes it once for
+            all its layers); computed here if not given.
 
         Returns
         -------
@@ -162,7 +200,10 @@ class HyperMixing(nn.Module):
             # Zero rows of padded tokens: they then add nothing to W1ᵀX.
             x = x.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
 
-        feats = self._generator_features(x + self.positions(x))  # (h, g, b, t, f)
+        if positions is None:
+            positions = sinusoidal_encoding(t, self.d_model, x.device)
+        # The hypernetwork sees where each token is; the mixed values do not.
+        feats = self._generator_features(x + positions.to(x.dtype))  # (h,g,b,t,f)
         heads = x.reshape(b, t, h, f).permute(2, 0, 1, 3)  # (h, b, t, f)
         w2 = self.gen_w2.view(h, g, f, k)
         b2 = self.gen_b2.view(h, g, k)

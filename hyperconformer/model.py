@@ -99,6 +99,13 @@ class HyperConformerASR(nn.Module):
         HyperMixing hidden size; defaults to ``d_ffn``.
     tied : bool
         Tie HyperMixing's W1 and W2.
+    mixing_init : str
+        "xavier": HyperMixing's generator weights drawn as SpeechBrain's
+        ``TransformerASR`` draws them (``xavier_normal_`` over its shapes);
+        "head_uniform": uniform in +-1/sqrt(d_head).
+    mixing_dropout : bool
+        Apply ``dropout`` after the mixing branch. SpeechBrain's Conformer
+        layer defines that dropout but never applies it (False).
 
     Example
     -------
@@ -133,6 +140,8 @@ class HyperConformerASR(nn.Module):
         causal: bool = False,
         hypernet_size: int | None = None,
         tied: bool = False,
+        mixing_init: str = "xavier",
+        mixing_dropout: bool = False,
     ) -> None:
         super().__init__()
         if encoder_module != "conformer" or attention_type != "hypermixing":
@@ -168,6 +177,8 @@ class HyperConformerASR(nn.Module):
             activation=conformer_activation,
             bias=bias,
             tied=tied,
+            mixing_init=mixing_init,
+            mixing_dropout=mixing_dropout,
         )
         self.decoder_positions = (
             SinusoidalPositions(d_model) if positional_encoding else None
@@ -189,8 +200,8 @@ class HyperConformerASR(nn.Module):
         self._init_params()
 
     def _init_params(self) -> None:
-        # Xavier for matrices as in TransformerASR; HyperMixing's per-head
-        # generator weights keep their own fan-in based init.
+        # Xavier for matrices as in TransformerASR. HyperMixing draws its own
+        # (its fused tensors' fans are not SpeechBrain's per-generator ones).
         skip = {
             id(p)
             for m in self.modules()

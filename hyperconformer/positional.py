@@ -1,8 +1,11 @@
 """Sinusoidal absolute position encodings, computed for any length.
 
 SpeechBrain precomputes a fixed table (2500 or 3000 positions) and fails on
-longer inputs; here the table grows on demand, so an hour of audio encodes as
-easily as ten seconds.
+longer inputs; here the table is computed for each input's length, so an hour
+of audio encodes as easily as ten seconds. There is no cached buffer: a buffer
+that grows inside ``forward`` changes size mid-training, which DDP (buffers
+broadcast from rank 0 every step) does not allow, and the table costs far less
+than one encoder layer ((time, d_model) sines, computed once per encoder call).
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ def sinusoidal_encoding(
 
 
 class SinusoidalPositions(nn.Module):
-    """Cached sinusoidal positions of unbounded length.
+    """Sinusoidal positions of unbounded length, with no state.
 
-    The cache is a non-persistent buffer: it follows ``.to(device)`` but never
-    enters the state dict, and it doubles whenever a longer input arrives.
+    Holds no buffer: every call computes the table for its input's length, so
+    the module is the same on every rank and in every state dict.
 
     Arguments
     ---------
@@ -62,20 +65,17 @@ class SinusoidalPositions(nn.Module):
     torch.Size([7000, 16])
     """
 
-    def __init__(self, d_model: int, initial_length: int = 1024) -> None:
+    def __init__(self, d_model: int) -> None:
         super().__init__()
+        if d_model % 2 != 0:
+            raise ValueError(
+                f"sinusoidal encodings need an even d_model, got {d_model}"
+            )
         self.d_model = d_model
-        self.register_buffer(
-            "table", sinusoidal_encoding(initial_length, d_model), persistent=False
-        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the encodings for ``x`` of shape (batch, time, d_model).
 
         Output: (time, d_model), in the dtype and on the device of ``x``.
         """
-        length = x.size(1)
-        if length > self.table.size(0) or self.table.device != x.device:
-            size = max(length, 2 * self.table.size(0))
-            self.table = sinusoidal_encoding(size, self.d_model, device=x.device)
-        return self.table[:length].to(x.dtype)
+        return sinusoidal_encoding(x.size(1), self.d_model, x.device, x.dtype)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TextIO
 
 from hyperconformer.audio import TranscriptionError, collect_audio_files
+from hyperconformer.folder import ModelFolderError
 
 __all__ = ["build_parser", "main"]
 
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             ctc_scoring=args.ctc_scoring,
         )
-    except (TranscriptionError, ValueError) as err:
+    except (ModelFolderError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 

@@ -3,6 +3,7 @@ cell is reported in it, not fatal."""
 
 import json
 
+import measurement  # tools/ is on sys.path (conftest.py)
 import pytest
 import torch
 
@@ -25,18 +26,20 @@ class Exploding(torch.nn.Module):
 
 
 def test_inputs_are_padded_batches(bench):
-    feats, wav_lens = bench.make_inputs(2, 3)
+    feats, wav_lens = measurement.make_inputs(2, 3)
     assert feats.shape == (3, 200, 80)
     assert wav_lens.tolist() == [0.5, 0.75, 1.0]
     assert feats[0, 100:].abs().sum() == 0 and feats[0, :100].abs().sum() > 0
-    assert bench.make_inputs(1, 1)[1].tolist() == [1.0]
+    assert measurement.make_inputs(1, 1)[1].tolist() == [1.0]
 
 
 def test_tiny_run_reports_failures(bench, monkeypatch):
     real_build = bench.build_model
 
-    def build(name, device="cpu"):
-        return Exploding() if name == "sb_hypermixing" else real_build(name, device)
+    def build(name, device="cpu", overrides=None):
+        if name == "sb_hypermixing":
+            return Exploding()
+        return real_build(name, device, overrides)
 
     monkeypatch.setattr(bench, "build_model", build)
     results = bench.run_benchmark(
@@ -102,7 +105,34 @@ def test_budget_skips_cells_predicted_too_slow(bench):
 
 
 def test_status_messages(bench):
-    assert bench._status_for(MemoryError()) == "OOM"
+    assert measurement.status_for(MemoryError()) == "OOM"
     oom = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried")
-    assert bench._status_for(oom) == "OOM"
-    assert bench._status_for(ValueError("bad\nthing")) == "fails: ValueError: bad"
+    assert measurement.status_for(oom) == "OOM"
+    assert measurement.status_for(ValueError("bad\nthing")) == "fails: ValueError: bad"
+
+
+def test_models_are_built_from_the_recipe_yamls(bench):
+    from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
+    from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
+
+    from hyperconformer import ConvFrontEnd, HyperConformerASR
+
+    small = {"num_encoder_layers": 1, "num_decoder_layers": 1}
+    built = {n: measurement.build_model(n, overrides=small) for n in bench.MODELS}
+    ours, sb = built["ours"], built["sb_hypermixing"]
+    assert isinstance(ours.asr, HyperConformerASR) and isinstance(
+        ours.frontend, ConvFrontEnd
+    )
+    assert isinstance(sb.asr, TransformerASR) and sb.asr.attention_type == "hypermixing"
+    assert isinstance(sb.frontend, ConvolutionFrontEnd)
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
+    # Same yaml, same sizes: SpeechBrain's hypermixing holds the same weights.
+    assert count(ours) == count(sb)
+    conformer, convfe = built["conformer_small"], built["conformer_small_convfe"]
+    assert isinstance(conformer.frontend, ConvolutionFrontEnd)
+    assert isinstance(convfe.frontend, ConvFrontEnd)
+    assert convfe.frontend.state_dict().keys() == conformer.frontend.state_dict().keys()
+    assert count(convfe.asr) == count(conformer.asr)

@@ -9,6 +9,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.inference.ASR import EncoderDecoderASR
 
+from hyperconformer import Transcriber
 from hyperconformer.export import export_model_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,11 +74,9 @@ def test_wavs(tiny_corpus):
     return files[:2]
 
 
-# Global (8M) and per-utterance (demo) feature normalisation; both model classes.
-@pytest.mark.parametrize(
-    "hparams",
-    ["hyperconformer_8M.yaml", "hyperconformer_demo.yaml", "conformer_demo.yaml"],
-)
+# Every shipped yaml: global (8M, 22M, small) and per-utterance (demo) feature
+# normalisation, both model classes and both front-ends.
+@pytest.mark.parametrize("hparams", sorted(p.name for p in HPARAMS.glob("*.yaml")))
 def test_export_loads_with_encoder_decoder_asr(
     hparams, tokenizer_file, test_wavs, tmp_path
 ):
@@ -129,5 +128,7 @@ def test_export_loads_with_encoder_decoder_asr(
 
     text = asr.transcribe_file(str(test_wavs[0]))
     assert isinstance(text, str)
+    # The project's loader (exact allow-list) accepts it and agrees.
+    assert Transcriber.from_pretrained(folder).transcribe_file(test_wavs[0]) == text
     words, tokens = asr.transcribe_batch(wavs, lens)
     assert len(words) == 1 and len(tokens) == 1

@@ -7,9 +7,12 @@ Overrides keep the runs short (small vocabulary, two steps, short decoding).
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,8 +51,8 @@ TINY_MODEL = [
 ]
 
 
-def run_recipe(hparams, data_folder, output_folder, *extra, launcher=None, check=True):
-    """Runs train.py and returns the completed process."""
+def recipe_command(hparams, data_folder, output_folder, *extra, launcher=None):
+    """The train.py command line and its environment."""
     cmd = [
         *(launcher or [sys.executable]),
         str(TRAIN),
@@ -60,7 +63,14 @@ def run_recipe(hparams, data_folder, output_folder, *extra, launcher=None, check
     ]
     # One thread per process: small models gain little from more, and an
     # oversubscribed CPU makes multi-threaded PyTorch many times slower.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return cmd, {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def run_recipe(hparams, data_folder, output_folder, *extra, launcher=None, check=True):
+    """Runs train.py and returns the completed process."""
+    cmd, env = recipe_command(
+        hparams, data_folder, output_folder, *extra, launcher=launcher
+    )
     proc = subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
@@ -86,6 +96,20 @@ def epochs_logged(output_folder):
         for line in lines
         if line.startswith("epoch:")
     ]
+
+
+def steps_logged(output_folder):
+    """Optimiser steps at the end of each epoch, from train_log.txt."""
+    text = (Path(output_folder) / "train_log.txt").read_text()
+    return [int(n) for n in re.findall(r"steps: (\d+)", text)]
+
+
+def intra_epoch_checkpoint(save_folder):
+    """An intra-epoch checkpoint folder under ``save_folder``, or None."""
+    for meta in Path(save_folder).glob("CKPT+*/CKPT.yaml"):
+        if "brain_intra_epoch_ckpt" in meta.read_text():
+            return meta.parent
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -142,6 +166,50 @@ def test_resume_keeps_finished_epochs(data_folder, tmp_path):
     assert epochs_logged(out) == [1, 2]
     assert "Going into epoch 2" in proc.stderr + proc.stdout
     assert "Going into epoch 1" not in proc.stderr + proc.stdout
+
+
+def test_sigkill_mid_epoch_resumes_from_intra_epoch_checkpoint(data_folder, tmp_path):
+    # One epoch of about 25 small batches, a checkpoint every 2 steps, no
+    # decoding: only the training loop and its checkpoints are exercised.
+    common = [
+        *SPLITS[:2],
+        "--test_splits=[]",
+        *(arg for arg in SHORT if not arg.startswith("--max_batch_len")),
+        "--max_batch_len=16",
+        *TINY_MODEL,
+        "--number_of_epochs=1",
+        "--ckpt_interval_minutes=0",
+        "--ckpt_interval_steps=2",
+    ]
+    whole = tmp_path / "whole"
+    run_recipe("hyperconformer_demo.yaml", data_folder, whole, *common)
+    expected = steps_logged(whole)
+    assert len(expected) == 1 and expected[0] >= 8
+
+    killed = tmp_path / "killed"
+    cmd, env = recipe_command("hyperconformer_demo.yaml", data_folder, killed, *common)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while intra_epoch_checkpoint(killed / "save") is None:
+        assert proc.poll() is None, "the run ended before an intra-epoch checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    checkpoint = intra_epoch_checkpoint(killed / "save")
+    assert not (killed / "train_log.txt").is_file() or steps_logged(killed) == []
+
+    resumed = run_recipe("hyperconformer_demo.yaml", data_folder, killed, *common)
+    log = resumed.stdout + resumed.stderr
+    assert f"Loading a checkpoint from {checkpoint}" in log, log[-2000:]
+    assert steps_logged(killed) == expected, log[-2000:]
+    # Training is deterministic here (no dropout, augmentation or speed
+    # perturbation), so the lost steps are redone exactly: same losses.
+    assert (killed / "train_log.txt").read_text() == (
+        whole / "train_log.txt"
+    ).read_text()
 
 
 def test_two_process_ddp_bf16_on_cpu(data_folder, tmp_path):

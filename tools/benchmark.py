@@ -1,15 +1,18 @@
 #!/usr/bin/env python
 """Encoder speed and peak memory against input length.
 
-Three encoders are compared, each with its convolutional front-end, from
-fbank features to encoder output:
+Four encoders are compared, each with its convolutional front-end, from
+fbank features to encoder output, each built from its recipe yaml
+(``tools/measurement.py``: no size is written here):
 
-* ``ours``: :class:`hyperconformer.ConvFrontEnd` +
-  :class:`hyperconformer.HyperConformerASR` (hyperconformer_8M sizes).
-* ``sb_hypermixing``: SpeechBrain's ``ConvolutionFrontEnd`` + ``TransformerASR``
-  with ``attention_type="hypermixing"`` and the same sizes.
-* ``conformer_small``: SpeechBrain's ``ConvolutionFrontEnd`` + Conformer-small
-  (``RelPosMHAXL`` attention, 12 layers, d_ffn 1024).
+* ``ours``: ``hyperconformer_8M.yaml`` (:class:`hyperconformer.ConvFrontEnd` +
+  :class:`hyperconformer.HyperConformerASR`).
+* ``sb_hypermixing``: the same yaml with SpeechBrain's ``ConvolutionFrontEnd``
+  and ``TransformerASR`` (``attention_type="hypermixing"``).
+* ``conformer_small``: ``conformer_small.yaml`` (SpeechBrain's
+  ``ConvolutionFrontEnd`` + Conformer, ``RelPosMHAXL`` attention).
+* ``conformer_small_convfe``: the same Conformer behind our ``ConvFrontEnd``,
+  so that the encoder comparison is not partly a front-end comparison.
 
 Inputs are random fbank-shaped tensors, ``(batch, seconds * 100, 80)``: 80 mel
 bins at 100 frames per second, standard-normal like mean/variance normalised
@@ -54,318 +57,37 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import re
-import resource
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
-FRAMES_PER_SECOND = 100
-N_MELS = 80
-MODELS = ("ours", "sb_hypermixing", "conformer_small")
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from measurement import (  # noqa: E402  (tools/ is not a package)
+    MODEL_YAMLS,
+    N_MELS,
+    CellResult,
+    build_model,
+    limit_memory,
+    measure,
+    peak_rss_mb,
+    reset_peak_rss,
+    status_for,
+)
+
+MODELS = tuple(MODEL_YAMLS)
 DEFAULT_LENGTHS = (10, 30, 60, 120, 240, 600)
 
-# The HyperConformer recipes' front-end (ConvolutionFrontEnd arguments).
-FRONTEND = dict(
-    input_shape=(8, 10, N_MELS),
-    num_blocks=2,
-    num_layers_per_block=1,
-    out_channels=(64, 32),
-    kernel_sizes=(3, 3),
-    strides=(2, 2),
-    residuals=(False, False),
-)
-# hyperconformer_8M sizes; input_size = 20 freq bins x 32 channels.
-HYPERCONFORMER_8M = dict(
-    input_size=640,
-    tgt_vocab=5000,
-    d_model=144,
-    nhead=8,
-    num_encoder_layers=10,
-    num_decoder_layers=4,
-    d_ffn=576,
-    dropout=0.1,
-    activation=torch.nn.GELU,
-    normalize_before=True,
-    causal=False,
-)
-CONFORMER_SMALL = dict(
-    input_size=640,
-    tgt_vocab=5000,
-    d_model=144,
-    nhead=4,
-    num_encoder_layers=12,
-    num_decoder_layers=4,
-    d_ffn=1024,
-    dropout=0.1,
-    activation=torch.nn.GELU,
-    encoder_module="conformer",
-    attention_type="RelPosMHAXL",
-    normalize_before=True,
-    causal=False,
-)
 # How a model's time grows with length, used to skip cells over budget.
-TIME_EXPONENT = {"ours": 1.0, "sb_hypermixing": 1.0, "conformer_small": 2.0}
-
-
-class EncoderPipeline(torch.nn.Module):
-    """Front-end followed by ``encode``: ``(B, T, 80)`` fbanks to ``(B, T', d)``.
-
-    Arguments
-    ---------
-    frontend : torch.nn.Module
-        Maps ``(B, T, n_mels)`` to ``(B, T', F', C)``.
-    asr : torch.nn.Module
-        Has ``encode(src, wav_len)`` like SpeechBrain's ``TransformerASR``.
-    """
-
-    def __init__(self, frontend: torch.nn.Module, asr: torch.nn.Module):
-        super().__init__()
-        self.frontend = frontend
-        self.asr = asr
-
-    def forward(self, feats: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
-        return self.asr.encode(self.frontend(feats), wav_lens)
-
-
-def build_model(name: str, device: str | torch.device = "cpu") -> EncoderPipeline:
-    """Builds one of :data:`MODELS` (seeded, eval mode) on ``device``."""
-    torch.manual_seed(0)
-    if name == "ours":
-        from hyperconformer import ConvFrontEnd, HyperConformerASR
-
-        model = EncoderPipeline(
-            ConvFrontEnd(**FRONTEND), HyperConformerASR(**HYPERCONFORMER_8M)
-        )
-    elif name in ("sb_hypermixing", "conformer_small"):
-        from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
-        from speechbrain.lobes.models.transformer.TransformerASR import (
-            TransformerASR,
-        )
-
-        sizes = (
-            CONFORMER_SMALL
-            if name == "conformer_small"
-            else dict(
-                HYPERCONFORMER_8M,
-                encoder_module="conformer",
-                attention_type="hypermixing",
-            )
-        )
-        model = EncoderPipeline(
-            ConvolutionFrontEnd(**FRONTEND), TransformerASR(**sizes)
-        )
-    else:
-        raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
-    return model.to(device).eval()
-
-
-def make_inputs(
-    seconds: float, batch: int, device: str | torch.device = "cpu", seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random fbank-shaped features and relative lengths.
-
-    Returns ``feats`` ``(batch, seconds * 100, 80)`` and ``wav_lens``
-    ``(batch,)``: 1.0 for batch 1, else evenly spread from 0.5 to 1.0 (the
-    frames past each length are zero).
-    """
-    frames = int(round(seconds * FRAMES_PER_SECOND))
-    gen = torch.Generator().manual_seed(seed)
-    feats = torch.randn(batch, frames, N_MELS, generator=gen)
-    if batch == 1:
-        wav_lens = torch.ones(1)
-    else:
-        wav_lens = torch.linspace(0.5, 1.0, batch)
-        for i, rel in enumerate(wav_lens.tolist()):
-            feats[i, int(round(rel * frames)) :] = 0.0
-    return feats.to(device), wav_lens.to(device)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_call(
-    fn: Callable[[], object],
-    device: torch.device,
-    repeats: int,
-    budget_s: float | None = None,
-    clock: str = "wall",
-) -> list[float]:
-    """Seconds per call of ``fn``: one warm-up call, then up to ``repeats``.
-
-    Stops early (keeping at least one timing) once ``budget_s`` would be
-    exceeded; if the warm-up alone takes over half the budget, its own time is
-    returned.  ``clock="cpu"`` (CPU only) counts the CPU time of the whole
-    process instead of wall time: with ``--threads 1`` it measures the work
-    done, which a busy machine distorts much less than wall time.
-    """
-    timer = time.process_time if clock == "cpu" else time.perf_counter
-    start = timer()
-    fn()
-    _synchronize(device)
-    warmup = timer() - start
-    if budget_s is not None and warmup > budget_s / 2:
-        return [warmup]
-    times = []
-    for _ in range(max(repeats, 1)):
-        if device.type == "cuda":
-            begin = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            begin.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(begin.elapsed_time(end) / 1000)
-        else:
-            start = timer()
-            fn()
-            times.append(timer() - start)
-        spent = warmup + sum(times)
-        if budget_s is not None and spent + times[-1] > budget_s:
-            break
-    return times
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
-
-
-def _reset_peak_rss() -> None:
-    """Resets the peak RSS (and ru_maxrss) to the current RSS, where Linux
-    allows it, so the peak measured next excludes model construction."""
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # the peak then includes construction: still an upper bound
-
-
-def _status_for(exc: BaseException) -> str:
-    """A short table-friendly description of why a cell failed."""
-    text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, MemoryError) or re.search(
-        r"out of memory|can't allocate memory|not enough memory", text, re.I
-    ):
-        return "OOM"
-    sizes = re.search(r"size of tensor a \((\d+)\) must match .* b \((\d+)\)", text)
-    if sizes:
-        return f"fails: >{min(int(sizes[1]), int(sizes[2]))} frames"
-    first_line = text.splitlines()[0] if text else type(exc).__name__
-    return "fails: " + first_line[:60]
-
-
-@dataclass
-class CellResult:
-    """The outcome of one (model, length, batch) measurement."""
-
-    model: str
-    seconds: float
-    batch: int
-    status: str = "ok"  # "ok", "OOM", "skipped ...", "fails: ...", "timeout"
-    time_s: float | None = None  # median
-    times_s: list[float] = field(default_factory=list)
-    peak_mem_mb: float | None = None  # increase over the post-construction level
-    peak_abs_mb: float | None = None  # absolute peak (RSS on CPU)
-    base_mem_mb: float | None = None
-    encoder_frames: int | None = None
-
-
-def start_cuda_peak(device: torch.device) -> int | None:
-    """Frees cached blocks and restarts the CUDA peak count; returns the bytes
-    allocated now, the base that :func:`record_peak_memory` subtracts (None
-    on other devices, which have no allocator statistics)."""
-    if device.type != "cuda":
-        return None
-    torch.cuda.empty_cache()
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    return base
-
-
-def record_peak_memory(
-    result: CellResult,
-    device: torch.device,
-    cuda_base: int | None,
-    base_mem_mb: float | None,
-) -> None:
-    """Fills ``result``'s memory fields after its runs: on CUDA from the
-    allocator's peak above ``cuda_base``; on CPU from the peak RSS above
-    ``base_mem_mb``, when that is known (a fresh process only)."""
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device)
-        result.peak_mem_mb = (peak - cuda_base) / 2**20
-        result.peak_abs_mb = peak / 2**20
-        result.base_mem_mb = cuda_base / 2**20
-    elif base_mem_mb is not None:
-        result.base_mem_mb = base_mem_mb
-        result.peak_abs_mb = peak_rss_mb()
-        result.peak_mem_mb = result.peak_abs_mb - base_mem_mb
-
-
-def measure(
-    model: torch.nn.Module,
-    name: str,
-    seconds: float,
-    batch: int,
-    device: str | torch.device = "cpu",
-    repeats: int = 3,
-    budget_s: float | None = None,
-    base_mem_mb: float | None = None,
-    clock: str = "wall",
-) -> CellResult:
-    """Times ``model(feats, wav_lens)`` for one cell; failures become statuses.
-
-    On CUDA the peak memory is measured here; on CPU only when
-    ``base_mem_mb`` (the RSS after model construction) is given, which is
-    meaningful in a fresh process only.
-    """
-    device = torch.device(device)
-    result = CellResult(name, seconds, batch)
-    try:
-        feats, wav_lens = make_inputs(seconds, batch, device)
-        base = start_cuda_peak(device)
-        out = None
-
-        def call():
-            nonlocal out
-            with torch.inference_mode():
-                out = model(feats, wav_lens)
-
-        times = time_call(call, device, repeats, budget_s, clock)
-        result.times_s = times
-        result.time_s = statistics.median(times)
-        result.encoder_frames = int(out.shape[1])
-        record_peak_memory(result, device, base, base_mem_mb)
-    except (RuntimeError, MemoryError, ValueError, IndexError) as exc:
-        result.status = _status_for(exc)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return result
-
-
-def _limit_memory(max_memory_gb: float | None) -> None:
-    """Caps this process's address space at its current size + the budget,
-    so an oversized cell fails with an allocation error instead of making
-    the machine swap or the OOM killer pick a victim."""
-    if not max_memory_gb or not hasattr(resource, "RLIMIT_AS"):
-        return
-    with open("/proc/self/status") as status:
-        vm_kb = next(int(line.split()[1]) for line in status if line[:7] == "VmSize:")
-    limit = int(vm_kb * 1024 + max_memory_gb * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+TIME_EXPONENT = {"ours": 1.0, "sb_hypermixing": 1.0}  # others: 2 (attention)
 
 
 def run_cell_here(
@@ -388,13 +110,13 @@ def run_cell_here(
         if model is None:
             model = build_model(name, device)
     except Exception as exc:  # e.g. the model cannot be imported
-        return CellResult(name, seconds, batch, status=_status_for(exc))
+        return CellResult(name, seconds, batch, status=status_for(exc))
     base = None
     if fresh_process and device == "cpu":
-        _reset_peak_rss()
+        reset_peak_rss()
         base = peak_rss_mb()
     if fresh_process:
-        _limit_memory(max_memory_gb)
+        limit_memory(max_memory_gb)
     return measure(model, name, seconds, batch, device, repeats, budget_s, base, clock)
 
 
@@ -467,8 +189,11 @@ def run_benchmark(
     in_process: bool = False,
     log: Callable[[str], None] | None = print,
     clock: str = "wall",
+    overrides: dict | None = None,
 ) -> list[CellResult]:
     """Measures every (model, length, batch) cell; never raises for a cell.
+
+    ``overrides`` change the yamls (e.g. tiny sizes); in-process cells only.
 
     CPU cells run in fresh subprocesses unless ``in_process``; CUDA cells run
     in this process with one model per name.  A cell whose predicted time
@@ -495,12 +220,12 @@ def run_benchmark(
                 elif in_process or device != "cpu":
                     if shared is None:
                         try:
-                            shared = build_model(name, device)
+                            shared = build_model(name, device, overrides)
                         except Exception as exc:
                             shared = exc
                     if isinstance(shared, Exception):
                         res = CellResult(
-                            name, seconds, batch, status=_status_for(shared)
+                            name, seconds, batch, status=status_for(shared)
                         )
                     else:
                         res = run_cell_here(

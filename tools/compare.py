@@ -15,8 +15,9 @@ conformer_small and the demo pair) is instantiated as the recipe would, and:
   before the cell, in a fresh process per model and batch size; CUDA: CUDA
   events and ``torch.cuda.max_memory_allocated``);
 * **training**: one forward + backward step of the recipe's loss
-  (``ctc_weight`` x CTC + the rest x label-smoothed attention loss) on a fixed
-  batch of random features and random token targets, no optimiser step;
+  (``ctc_weight`` x CTC + the rest x attention loss, label smoothing as in
+  the yaml) on a fixed batch of random features and random token targets,
+  no optimiser step;
 * **WER**: the ``wer_<split>.txt`` files written by
   ``recipes/LibriSpeech/ASR/train.py`` in any result folders given.
 
@@ -45,13 +46,11 @@ import platform
 import queue
 import re
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -65,24 +64,25 @@ ROOT = TOOLS.parent
 if str(TOOLS) not in sys.path:
     sys.path.insert(0, str(TOOLS))
 
-from benchmark import (  # noqa: E402  (tools/ is not a package)
+from benchmark import _cell_time, _describe  # noqa: E402  (tools/ is not a package)
+from measurement import (  # noqa: E402
     FRAMES_PER_SECOND,
+    HPARAMS_DIR,
     N_MELS,
+    TINY_SIZES,
+    TOKENS_PER_SECOND,
     CellResult,
-    EncoderPipeline,
-    _cell_time,
-    _describe,
-    _limit_memory,
-    _reset_peak_rss,
-    _status_for,
+    encoder_pipeline,
+    limit_memory,
+    load_hparams,
     measure,
+    measure_training,
     peak_rss_mb,
-    record_peak_memory,
-    start_cuda_peak,
-    time_call,
+    reset_peak_rss,
+    status_for,
+    training_loss_name,
 )
 
-HPARAMS_DIR = ROOT / "hparams" / "LibriSpeech"
 DEFAULT_HPARAMS = tuple(
     HPARAMS_DIR / name
     for name in (
@@ -125,21 +125,11 @@ QUICK = Preset(
     train_batch=2,
     train_seconds=(2,),
     budget_s=20.0,
-    overrides=dict(
-        d_model=32,
-        nhead=2,
-        d_ffn=64,
-        num_encoder_layers=2,
-        num_decoder_layers=1,
-        output_neurons=32,
-    ),
+    overrides=TINY_SIZES,
     in_process=True,
     threads=1,  # on a busy CI runner, more threads mostly wait for each other
 )
 
-# Random training targets: LibriSpeech has ~2.7 words/s, ~1.2 unigram pieces
-# per word with 5000 pieces.
-TOKENS_PER_SECOND = 3.0
 # Memory amounts below this are allocator noise on CPU: no ratio.
 MIN_RATIO_MB = 8.0
 # Input length of the unmeasured run that precedes a series.
@@ -149,29 +139,6 @@ _HOPELESS = ("OOM", "timeout")
 
 
 # ---------------------------------------------------------------- models
-
-
-def load_hparams(
-    path: str | Path, overrides: dict | None = None, text: str | None = None
-) -> dict:
-    """Instantiates a recipe yaml (from ``text`` when given, else from
-    ``path``); its output and data folders are throw-away (the checkpointer
-    creates its folder on construction)."""
-    from hyperpyyaml import load_hyperpyyaml
-
-    if text is None:
-        text = Path(path).read_text(encoding="utf-8")
-    with tempfile.TemporaryDirectory() as tmp:
-        merged = {"data_folder": tmp, "output_folder": tmp, **(overrides or {})}
-        return load_hyperpyyaml(text, merged, overrides_must_match=False)
-
-
-def encoder_pipeline(hp: dict) -> EncoderPipeline:
-    """``(B, T, 80)`` fbanks -> encoder output, as the recipe computes it."""
-    missing = [k for k in ("CNN", "Transformer") if k not in hp]
-    if missing:
-        raise ValueError(f"hparams lack {', '.join(missing)}")
-    return EncoderPipeline(hp["CNN"], hp["Transformer"])
 
 
 def _count(module: torch.nn.Module | None) -> int:
@@ -234,14 +201,6 @@ class ModelInfo:
         return self.kind.startswith("Hyper")
 
 
-def training_loss_name(hp: dict) -> str:
-    needed = ("ctc_lin", "seq_lin", "ctc_cost", "seq_cost", "ctc_weight")
-    if all(k in hp for k in needed):
-        w = hp["ctc_weight"]
-        return f"{w:g} x CTC + {1 - w:g} x attention (label-smoothed KL)"
-    return "proxy: mean square of the encoder output"
-
-
 def describe_model(path: str | Path, overrides: dict) -> ModelInfo:
     """Loads one hparams file and counts its parameters; never raises."""
     info = ModelInfo(Path(path).stem, str(path))
@@ -260,7 +219,7 @@ def describe_model(path: str | Path, overrides: dict) -> ModelInfo:
             out = hp["CNN"](torch.zeros(1, frames, N_MELS))
         info.frame_ms = 1000 * frames / FRAMES_PER_SECOND / out.shape[1]
     except Exception as exc:  # a broken file is a row in the report, not a crash
-        info.error = _status_for(exc)
+        info.error = status_for(exc)
     return info
 
 
@@ -286,88 +245,6 @@ def pair_up(items: Sequence[tuple[str, bool]]) -> list[tuple[str, str]]:
 
 
 # ---------------------------------------------------------------- training step
-
-
-def make_training_batch(
-    seconds: float, batch: int, vocab: int, device: torch.device, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``batch`` full-length utterances: fbank-shaped features, relative
-    lengths (all 1) and random token ids (never blank/bos/eos)."""
-    frames = int(round(seconds * FRAMES_PER_SECOND))
-    gen = torch.Generator().manual_seed(seed)
-    feats = torch.randn(batch, frames, N_MELS, generator=gen)
-    n_tokens = max(1, int(round(seconds * TOKENS_PER_SECOND)))
-    tokens = torch.randint(3, max(vocab, 4), (batch, n_tokens), generator=gen)
-    return feats.to(device), torch.ones(batch, device=device), tokens.to(device)
-
-
-def training_loss(
-    hp: dict, feats: torch.Tensor, wav_lens: torch.Tensor, tokens: torch.Tensor
-) -> torch.Tensor:
-    """The recipe's training loss (see ``ASR.compute_objectives`` in train.py),
-    without feature normalisation and augmentation."""
-    if training_loss_name(hp).startswith("proxy"):
-        return encoder_pipeline(hp)(feats, wav_lens).pow(2).mean()
-    bos = torch.full_like(tokens[:, :1], hp.get("bos_index", 1))
-    eos = torch.full_like(tokens[:, :1], hp.get("eos_index", 2))
-    token_lens = torch.ones(tokens.size(0), device=tokens.device)
-    enc, dec = hp["Transformer"](
-        hp["CNN"](feats),
-        torch.cat([bos, tokens], 1),
-        wav_lens,
-        pad_idx=hp.get("pad_index", 0),
-    )
-    p_ctc = torch.log_softmax(hp["ctc_lin"](enc), dim=-1)
-    p_seq = torch.log_softmax(hp["seq_lin"](dec), dim=-1)
-    loss_ctc = hp["ctc_cost"](p_ctc, tokens, wav_lens, token_lens)
-    loss_seq = hp["seq_cost"](p_seq, torch.cat([tokens, eos], 1), length=token_lens)
-    weight = hp["ctc_weight"]
-    return weight * loss_ctc + (1 - weight) * loss_seq
-
-
-def measure_training(
-    hp: dict,
-    label: str,
-    seconds: float,
-    batch: int,
-    device: str | torch.device = "cpu",
-    repeats: int = 3,
-    budget_s: float | None = None,
-    base_mem_mb: float | None = None,
-    clock: str = "wall",
-) -> CellResult:
-    """Times forward + backward of :func:`training_loss`, like
-    ``benchmark.measure`` does for inference; failures become statuses."""
-    device = torch.device(device)
-    result = CellResult(label, seconds, batch)
-    try:
-        modules = [
-            hp[k] for k in ("CNN", "Transformer", "ctc_lin", "seq_lin") if k in hp
-        ]
-        for module in modules:
-            module.to(device).train()
-        params = [p for module in modules for p in module.parameters()]
-        vocab = int(hp.get("output_neurons", 32))
-        feats, wav_lens, tokens = make_training_batch(seconds, batch, vocab, device)
-        base = start_cuda_peak(device)
-
-        def step() -> None:
-            for p in params:
-                p.grad = None  # each step allocates its gradients, as in training
-            training_loss(hp, feats, wav_lens, tokens).backward()
-
-        with warnings.catch_warnings():
-            # SpeechBrain's own decoder mixes mask types; not ours to fix.
-            warnings.filterwarnings("ignore", message="Support for mismatched")
-            times = time_call(step, device, repeats, budget_s, clock)
-        result.times_s = times
-        result.time_s = statistics.median(times)
-        record_peak_memory(result, device, base, base_mem_mb)
-    except (RuntimeError, MemoryError, ValueError, IndexError) as exc:
-        result.status = _status_for(exc)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return result
 
 
 # ---------------------------------------------------------------- cells
@@ -404,9 +281,9 @@ def measure_here(
     device = settings.device
     base = None
     if device == "cpu":
-        _reset_peak_rss()
+        reset_peak_rss()
         _trim_heap()
-        _reset_peak_rss()
+        reset_peak_rss()
         base = peak_rss_mb()
     common = dict(
         device=device,
@@ -497,7 +374,7 @@ def run_series(
                     primed = True
                 res = measure_here(task, hp, model.label, seconds, batch, settings)
             except Exception as exc:  # reported in the cell, never fatal
-                res.status = _status_for(exc)
+                res.status = status_for(exc)
         results.append(res)
         if emit:
             emit(res)
@@ -513,9 +390,9 @@ def _series_main(spec: dict) -> int:
     try:
         hp = load_hparams(model.hparams, settings.overrides, model.text)
     except Exception as exc:
-        model.error, hp = _status_for(exc), None
+        model.error, hp = status_for(exc), None
     # After construction: the budget is for the measurements.
-    _limit_memory(settings.max_memory_gb)
+    limit_memory(settings.max_memory_gb)
 
     def emit(res: CellResult) -> None:
         print(json.dumps(asdict(res)), flush=True)
@@ -629,7 +506,7 @@ def run_sweep(
             try:
                 hp = load_hparams(model.hparams, settings.overrides, model.text)
             except Exception as exc:
-                model = replace(model, error=_status_for(exc))
+                model = replace(model, error=status_for(exc))
         for batch in batches:
             results += run_series(task, model, batch, lengths, settings, hp, emit)
         del hp

@@ -68,7 +68,10 @@ class ASR(sb.core.Brain):
             feats, wav_lens, epoch=self.hparams.epoch_counter.current
         )
         if stage == sb.Stage.TRAIN and self.hparams.fea_augment is not None:
-            feats, _ = self.hparams.fea_augment(feats, wav_lens)
+            # The augmenter may return more rows than it got (concat_original,
+            # repeat_augment > 1): lengths and targets follow it row for row.
+            feats, wav_lens = self.hparams.fea_augment(feats, wav_lens)
+            tokens_bos = self.hparams.fea_augment.replicate_labels(tokens_bos)
 
         src = self.modules.CNN(feats)
         enc_out, dec_out = self.modules.Transformer(
@@ -98,6 +101,10 @@ class ASR(sb.core.Brain):
         p_ctc, p_seq, wav_lens, hyps = predictions
         tokens_eos, tokens_eos_lens = batch.tokens_eos
         tokens, tokens_lens = batch.tokens
+        if stage == sb.Stage.TRAIN and self.hparams.fea_augment is not None:
+            replicate = self.hparams.fea_augment.replicate_labels
+            tokens_eos, tokens_eos_lens = map(replicate, (tokens_eos, tokens_eos_lens))
+            tokens, tokens_lens = map(replicate, (tokens, tokens_lens))
 
         loss_seq = self.hparams.seq_cost(p_seq, tokens_eos, length=tokens_eos_lens)
         loss_ctc = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
@@ -250,14 +257,20 @@ def prepare_tokenizer(hparams):
     if hparams["tokenizer_file"]:
         return Path(hparams["tokenizer_file"])
     prefix = Path(hparams["save_folder"]) / "tokenizer"
-    model = prefix.with_suffix(".model")
-    # A resumed run must keep the token ids it was trained with.
-    if not model.is_file():
-        run_on_main(
-            train_tokenizer,
-            args=[split_csvs(hparams, "train_splits"), str(prefix), hparams],
-        )
-    return model
+    # Every rank takes the barrier; only the main process looks at the disk,
+    # so a rank that sees the file late cannot skip a barrier rank 0 entered.
+    run_on_main(
+        train_tokenizer_if_missing,
+        args=[split_csvs(hparams, "train_splits"), str(prefix), hparams],
+    )
+    return prefix.with_suffix(".model")
+
+
+def train_tokenizer_if_missing(train_csvs, model_prefix, hparams):
+    """Trains the tokenizer unless a previous run did: a resumed run must keep
+    the token ids it was trained with."""
+    if not Path(model_prefix).with_suffix(".model").is_file():
+        train_tokenizer(train_csvs, model_prefix, hparams)
 
 
 def dataio_prepare(hparams, tokenizer):
@@ -332,14 +345,57 @@ def dataio_prepare(hparams, tokenizer):
     return train_data, valid_data, test_sets, train_opts, valid_opts, test_opts
 
 
+# A folder laid out like SpeechBrain's published LM + tokenizer pair.
+LM_FOLDER_FILES = {"lm_file": "lm.ckpt", "tokenizer_file": "tokenizer.ckpt"}
+
+
+def resolve_language_model(hparams):
+    """Sets lm_file and tokenizer_file from pretrained_lm_tokenizer_path, if given.
+
+    The ASR model must then use the LM's tokenizer: token ids are shared.
+    """
+    folder = hparams.get("pretrained_lm_tokenizer_path")
+    if not folder:
+        return
+    given = [key for key in LM_FOLDER_FILES if hparams[key]]
+    if given:
+        raise DataError(
+            f"pretrained_lm_tokenizer_path and {' and '.join(given)} are both set: "
+            "give one of them"
+        )
+    for key, name in LM_FOLDER_FILES.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise DataError(
+                f"pretrained_lm_tokenizer_path {folder} has no {name} "
+                f"(expected {', '.join(LM_FOLDER_FILES.values())})"
+            )
+        hparams[key] = str(path)
+
+
+def load_language_model(hparams):
+    """The Transformer LM of ``lm_model`` with the weights of ``lm_file``."""
+    path = Path(hparams["lm_file"])
+    if not path.is_file():
+        raise DataError(f"lm_file {path} not found")
+    lm = hparams["lm_model"]()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        lm.load_state_dict(state)
+    except Exception as err:  # pickle errors, missing or misshapen weights
+        first = str(err).strip().splitlines()[0]
+        raise DataError(
+            f"lm_file {path} does not fit lm_model (lm_* sizes, output_neurons): "
+            f"{first}"
+        ) from None
+    return lm.eval()
+
+
 def make_test_search(hparams, device):
     """The test beam searcher: joint CTC/attention, plus the LM if one is given."""
     scorer = hparams["scorer"]
     if hparams["lm_file"]:
-        lm = hparams["lm_model"]()
-        state = torch.load(hparams["lm_file"], map_location="cpu", weights_only=True)
-        lm.load_state_dict(state)
-        lm.to(device).eval()
+        lm = load_language_model(hparams).to(device)
         scorer = hparams["scorer_with_lm"](
             full_scorers=[hparams["ctc_scorer"], hparams["lm_scorer"](lm)]
         )
@@ -376,6 +432,7 @@ def main(argv):
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
 
+    resolve_language_model(hparams)
     data_folder = Path(hparams["data_folder"])
     if not data_folder.is_dir():
         raise DataError(f"data_folder {data_folder} is not a directory")
@@ -489,6 +546,7 @@ def main(argv):
             asr_model=hparams["model"],
             normalizer=hparams["normalize"],
             tokenizer_file=tokenizer_file,
+            lm_file=hparams["lm_file"] or None,
         )
         with open(output_folder / "summary.json", "w", encoding="utf-8") as out:
             json.dump(summary, out, indent=2)
