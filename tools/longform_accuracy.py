@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from synthetic.layout import read_word_times  # noqa: E402
 
-from hyperconformer.inference import Word, stitch_windows, window_starts  # noqa: E402
+from hyperconformer.longform import Word, stitch_windows, window_starts  # noqa: E402
 
 SAMPLE_RATE = 16000
 
