@@ -65,5 +65,5 @@ def test_noise_and_rooms_work_with_speechbrain(tiny_corpus: Path) -> None:
     corr = torch.nn.functional.cosine_similarity(reverberant, batch, dim=1)
     assert (corr > 0.3).all() and (corr < 0.99).all(), corr
     # The files are the tool's: a dozen or more of each, made from the seed.
-    assert len(list((data / "augmentation" / "noise").glob("*.flac"))) >= 12
-    assert len(list((data / "augmentation" / "rir").glob("*.flac"))) >= 12
+    assert len(list((data / "augmentation" / "noise").glob("*.wav"))) >= 12
+    assert len(list((data / "augmentation" / "rir").glob("*.wav"))) >= 12

@@ -97,19 +97,21 @@ def _write(folder: Path, name: str, signals: list[np.ndarray], csv_path: Path) -
         out = csv.writer(f)
         out.writerow(["ID", "duration", "wav", "wav_format", "wav_opts"])
         for i, x in enumerate(signals):
-            file = folder / f"{name}_{i:03d}.flac"
-            sf.write(file, x, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+            # WAV, not FLAC: a glob for the corpus's *.flac finds only speech,
+            # as in LibriSpeech itself.
+            file = folder / f"{name}_{i:03d}.wav"
+            sf.write(file, x, SAMPLE_RATE, format="WAV", subtype="PCM_16")
             rel = file.relative_to(csv_path.parent.parent).as_posix()
             duration = f"{len(x) / SAMPLE_RATE:.4f}"
             out.writerow(
-                [f"{name}_{i:03d}", duration, f"$data_folder/{rel}", "flac", ""]
+                [f"{name}_{i:03d}", duration, f"$data_folder/{rel}", "wav", ""]
             )
 
 
 def write_augmentation_data(
     folder: Path, seed: int, n_noises: int = 24, n_rooms: int = 24
 ) -> dict[str, int]:
-    """Write ``folder/{noise,rir}/*.flac`` and ``folder/{noise,rir}.csv``."""
+    """Write ``folder/{noise,rir}/*.wav`` and ``folder/{noise,rir}.csv``."""
     rng = np.random.default_rng(random.Random(f"augmentation:{seed}").getrandbits(63))
     noises = [make_noise(rng) for _ in range(n_noises)]
     rooms = [make_room(rng) for _ in range(n_rooms)]

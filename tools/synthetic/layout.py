@@ -6,7 +6,7 @@
     OUT/LibriSpeech/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt
     OUT/LibriSpeech/<split>/<speaker>/<chapter>/<speaker>-<chapter>.words.txt
     OUT/LibriSpeech/SPEAKERS.TXT
-    OUT/LibriSpeech/augmentation/{noise,rir}/*.flac, noise.csv, rir.csv
+    OUT/LibriSpeech/augmentation/{noise,rir}/*.wav, noise.csv, rir.csv
 
 ``*.words.txt`` holds reference word timings: per utterance, ``ID START END
 START END ...`` (seconds), a start marked ``*`` where eSpeak gave the word no
