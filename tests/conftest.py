@@ -30,13 +30,13 @@ def restore_torch_threads():
     torch.set_num_threads(threads)
 
 
-# About 3 minutes of train audio (~80 utterances, one per speaker) and 40
-# utterances (~1.3 minutes) in each of dev-clean and test-clean.
+# About 3 minutes of train audio (~14 utterances of 10-20 s, one per
+# speaker) and 16 utterances (~2 minutes) in each of dev-clean and test-clean.
 TINY_CORPUS_OPTIONS = {
     "hours": 0.05,
     "seed": 1234,
     "splits": ("train-clean-100", "dev-clean", "test-clean"),
-    "eval_utts": 40,
+    "eval_utts": 16,
 }
 
 

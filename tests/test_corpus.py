@@ -11,18 +11,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import TINY_CORPUS_OPTIONS
 from make_synthetic_librispeech import (
     COMPLETE_MARKER,
     PARTIAL_MARKER,
-    VARIANTS,
-    VOICES,
     SynthesisError,
-    _Espeak,
     main,
     make_corpus,
-    make_sentence,
-    number_words,
-    vocabulary,
+    read_word_times,
+)
+from synthetic.plan import plan_split
+from synthetic.speech import Espeak
+from synthetic.text import MAX_WORDS, MIN_WORDS, make_sentence, number_words, vocabulary
+from synthetic.voices import (
+    MALE_VARIANTS,
+    VARIANTS,
+    VOICES,
+    make_speakers,
+    variant_partition,
     voice_pairs,
 )
 
@@ -76,8 +82,21 @@ def test_layout_and_transcripts(tiny_corpus: Path) -> None:
                 m = UTT_RE.match(utt)
                 assert m and m.group(1) == spk and m.group(2) == chap, utt
                 assert re.fullmatch(r"[A-Z]+( [A-Z]+)*", text), text
-                assert 3 <= len(text.split()) <= 15
                 listed.append(f"{utt}.flac")
+            # One reference time span per transcript word, in order.
+            times = read_word_times(chapter / f"{spk}-{chap}.words.txt")
+            assert sorted(times) == sorted(n[:-5] for n in listed)
+            for line in trans.read_text().splitlines():
+                utt, text = line.split(" ", 1)
+                spans = times[utt]
+                assert len(spans) == len(text.split())
+                duration = sf.info(str(chapter / f"{utt}.flac")).duration
+                assert 0 < spans[0][0] and spans[-1][1] <= duration
+                assert all(a < b for a, b, _ in spans)
+                assert all(
+                    b <= c
+                    for (_, b, _), (c, _, _) in zip(spans, spans[1:], strict=False)
+                )
             # Every listed file exists and every file is listed.
             assert sorted(p.name for p in chapter.glob("*.flac")) == sorted(listed)
             # Utterances are numbered 0000, 0001, ... within a chapter.
@@ -92,18 +111,43 @@ def test_sizes_match_summary(tiny_corpus: Path) -> None:
     assert 0.05 <= train_h < 0.06
     for split in SPLITS:
         assert summary[split]["utterances"] == len(read_split(tiny_corpus, split))
-    assert summary["dev-clean"]["utterances"] == 40
-    assert summary["test-clean"]["utterances"] == 40
+    assert summary["dev-clean"]["utterances"] == TINY_CORPUS_OPTIONS["eval_utts"]
+    assert summary["test-clean"]["utterances"] == TINY_CORPUS_OPTIONS["eval_utts"]
+
+
+def test_utterances_shaped_like_librispeech(tiny_corpus: Path) -> None:
+    durations = {
+        split: [
+            sf.info(str(p)).duration
+            for p in (tiny_corpus / "LibriSpeech" / split).rglob("*.flac")
+        ]
+        for split in SPLITS
+    }
+    train = durations["train-clean-100"]
+    # LibriSpeech train-clean-100: mean 12.7 s, most 10-16 s, none over ~25 s.
+    assert 10.0 < np.mean(train) < 16.0 and max(train) < 27.0
+    assert sum(10.0 <= d <= 17.0 for d in train) >= 0.5 * len(train)
+    evaluation = durations["dev-clean"] + durations["test-clean"]
+    assert 1.5 < min(evaluation) and max(evaluation) < 38.0
+    assert 5.0 < np.mean(evaluation) < 10.0  # test-clean: mean 7.4 s
+    # Several sentences with pauses: the plan of a larger split.
+    speakers = make_speakers(["train-clean-100", "test-clean"], 1234)
+    for split, many in (("train-clean-100", 0.9), ("test-clean", 0.5)):
+        plan = plan_split(split, speakers[split], 1234)
+        specs = [next(plan) for _ in range(300)]
+        assert sum(len(s.sentences) > 1 for s in specs) >= many * len(specs)
+        pauses = [p for s in specs for p in s.pauses_s]
+        assert 0.25 <= min(pauses) and max(pauses) <= 0.8
 
 
 def test_audio_is_16k_mono_flac_speech(tiny_corpus: Path) -> None:
-    files = sorted((tiny_corpus / "LibriSpeech").rglob("*.flac"))
+    files = sorted((tiny_corpus / "LibriSpeech").glob("*-clean*/*/*/*.flac"))
     rng = random.Random(0)
     for path in rng.sample(files, 12):
         info = sf.info(str(path))
         assert (info.format, info.subtype) == ("FLAC", "PCM_16")
         assert info.samplerate == 16000 and info.channels == 1
-        assert 0.5 < info.duration < 15.0
+        assert 1.5 < info.duration < 38.0
         audio, _ = sf.read(str(path), dtype="float32")
         # Real speech: loud enough, not clipped, silence at the edges is
         # quieter than the middle.
@@ -119,14 +163,24 @@ def test_dev_test_unseen_speakers_and_sentences(tiny_corpus: Path) -> None:
     assert not spk["train-clean-100"] & spk["dev-clean"]
     assert not spk["train-clean-100"] & spk["test-clean"]
     assert not spk["dev-clean"] & spk["test-clean"]
-    # Held-out voice/variant pairs, not just new speaker ids.
-    voices = speakers_txt(tiny_corpus)
-    assert not voices["train-clean-100"] & voices["dev-clean"]
-    assert not voices["train-clean-100"] & voices["test-clean"]
-    train_sentences = set(texts["train-clean-100"].values())
+    # Held-out voice variants, not just new speaker ids or pairs.
+    variants = {
+        split: {name.split("+")[1] for name in names}
+        for split, names in speakers_txt(tiny_corpus).items()
+    }
+    assert not variants["train-clean-100"] & variants["dev-clean"]
+    assert not variants["train-clean-100"] & variants["test-clean"]
+    assert not variants["dev-clean"] & variants["test-clean"]
+    # No dev or test sentence is a training sentence: checked on the plan of
+    # 2,000 training utterances (the split's own sentences are not marked).
+    speakers = make_speakers(list(SPLITS), 1234)
+    plan = plan_split("train-clean-100", speakers["train-clean-100"], 1234)
+    heard = {s for _ in range(2000) for s in next(plan).sentences}
     for split in ("dev-clean", "test-clean"):
-        assert not set(texts[split].values()) & train_sentences
-        assert len(set(texts[split].values())) == len(texts[split])
+        plan = plan_split(split, speakers[split], 1234)
+        sentences = [s for _ in range(len(texts[split])) for s in next(plan).sentences]
+        assert not set(sentences) & heard
+        assert len(set(sentences)) == len(sentences)
 
 
 def test_existing_corpus_is_reused(tiny_corpus: Path) -> None:
@@ -150,7 +204,7 @@ def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     make_corpus(tmp_path / "a", seed=7, workers=1, progress=False, **opts)
     # eSpeak keeps state between calls; a used instance in this process must
     # not leak into the corpus.
-    _Espeak().synth("some earlier speech", "en-us+f2", 170, 50, 50, 3)
+    Espeak().synth("some earlier speech", "en-us+f2", 170, 50, 50, 3)
     make_corpus(tmp_path / "b", seed=7, workers=2, progress=False, **opts)
     make_corpus(tmp_path / "c", seed=8, workers=2, progress=False, **opts)
     a, b, c = (tree_digest(tmp_path / x) for x in "abc")
@@ -185,9 +239,9 @@ def test_refuses_to_overwrite_foreign_data(tmp_path: Path) -> None:
 def test_espeak_failure_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import make_synthetic_librispeech as tool
+    from synthetic import voices
 
-    monkeypatch.setattr(tool, "VOICES", ("en-gb",))  # refused by eSpeak NG 1.52
+    monkeypatch.setattr(voices, "VOICES", ("en-gb",))  # refused by eSpeak NG 1.52
     with pytest.raises(
         SynthesisError, match=r"train-clean-100: .*refused voice 'en-gb\+"
     ):
@@ -220,32 +274,44 @@ def test_grammar() -> None:
     assert number_words(115) == "ONE HUNDRED AND FIFTEEN"
     assert number_words(1999) == "ONE THOUSAND NINE HUNDRED AND NINETY NINE"
     vocab = vocabulary()
-    assert 400 <= len(vocab) <= 1000
+    assert len(vocab) >= 2000
     rng = random.Random(0)
-    seen = set()
-    for _ in range(2000):
+    seen, lengths, commas, questions = set(), set(), 0, 0
+    for _ in range(5000):
         words, spoken = make_sentence(rng)
-        assert 3 <= len(words.split()) <= 15
+        assert MIN_WORDS <= len(words.split()) <= MAX_WORDS
         assert set(words.split()) <= vocab
-        assert spoken.rstrip(".?") == words.lower()
-        assert " A A" not in words and " A E" not in words  # A/AN agreement
+        assert spoken.rstrip(".?").replace(",", "") == words.lower()
+        assert not re.search(r"\bA [AEIO]", words)  # A/AN agreement
+        assert not re.search(r"\bAN [^AEIOH]", words)
         seen |= set(words.split())
-    assert len(seen) > 0.9 * len(vocab)
+        lengths.add(len(words.split()))
+        commas += "," in spoken
+        questions += spoken.endswith("?")
+    # Varied structures: joined and subordinate clauses, questions, lengths.
+    assert len(lengths) >= 15 and commas > 500 and questions > 200
+    assert len(seen) > 0.8 * len(vocab)
 
 
 def test_voice_partition() -> None:
-    pairs = voice_pairs(1234)
-    train = set(pairs["train"])
-    assert not train & set(pairs["dev"]) and not train & set(pairs["test"])
-    assert not set(pairs["dev"]) & set(pairs["test"])
-    # Every accent and every variant is still heard in training.
-    assert {v for v, _ in train} == set(VOICES)
-    assert {x for _, x in train} == set(VARIANTS)
+    for seed in range(20):
+        parts = variant_partition(seed)
+        train = set(parts["train"])
+        assert not train & set(parts["dev"]) and not train & set(parts["test"])
+        assert not set(parts["dev"]) & set(parts["test"])
+        # One male and one female variant held out for each of dev and test.
+        for role in ("dev", "test"):
+            assert sum(v in MALE_VARIANTS for v in parts[role]) == 1
+            assert len(parts[role]) == 2
+        assert len(train) + 4 == len(VARIANTS)
+        # Every accent is heard in every split.
+        for pairs in voice_pairs(seed).values():
+            assert {v for v, _ in pairs} == set(VOICES)
 
 
 def test_every_voice_is_accepted() -> None:
     # A refused name silently keeps the previous voice, so check each one.
-    engine = _Espeak()
+    engine = Espeak()
     for voice in VOICES:
         for variant in VARIANTS:
             assert engine.lib.espeak_SetVoiceByName(f"{voice}+{variant}".encode()) == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import librispeech_prepare
 import pytest
 import soundfile as sf
+from conftest import TINY_CORPUS_OPTIONS
 from librispeech_prepare import PrepareError, main, prepare_librispeech
 
 SPLITS = {
@@ -73,7 +74,7 @@ def test_speechbrain_reads_the_csv(tiny_corpus: Path, tmp_path: Path) -> None:
         tiny_corpus / "LibriSpeech", tmp_path, dev_splits=["dev-clean"]
     )
     data = load_data_csv(str(out["dev-clean"]))
-    assert len(data) == 40
+    assert len(data) == TINY_CORPUS_OPTIONS["eval_utts"]
     first = next(iter(data.values()))
     assert isinstance(first["duration"], float) and first["wrd"].isupper()
 
@@ -103,7 +104,7 @@ def test_redone_when_a_csv_is_missing(tiny_corpus: Path, tmp_path: Path) -> None
     out = prepare_librispeech(data, tmp_path, **SPLITS)
     out["dev-clean"].unlink()
     prepare_librispeech(data, tmp_path, **SPLITS)
-    assert len(read_csv(out["dev-clean"])) == 40
+    assert len(read_csv(out["dev-clean"])) == TINY_CORPUS_OPTIONS["eval_utts"]
 
 
 def test_select_and_merge(tiny_corpus: Path, tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ def demo_brain(tmp_path, augmenter):
                 "num_encoder_layers": 1,
                 "num_decoder_layers": 1,
                 "d_ffn": 64,
+                "wav_augment": None,  # no corpus noise files in tmp_path
             },
         )
     hparams["fea_augment"] = augmenter

@@ -59,6 +59,10 @@ class ASR(sb.core.Brain):
         wavs, wav_lens = batch.sig
         tokens_bos, _ = batch.tokens_bos
 
+        # Noise and reverberation (optional: only the demo yamls define it).
+        wav_augment = getattr(self.hparams, "wav_augment", None)
+        if stage == sb.Stage.TRAIN and wav_augment is not None:
+            wavs, wav_lens = wav_augment(wavs, wav_lens)
         feats = self.hparams.compute_features(wavs)
         feats = self.modules.normalize(
             feats, wav_lens, epoch=self.hparams.epoch_counter.current
