@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from make_synthetic_librispeech import read_word_times, word_times
+from make_synthetic_librispeech import read_word_times
+from synthetic.speech import word_times
 
 
 def test_word_times_from_espeak_events():
     # "there are" is spoken as one word: the pair shares its span.
-    times = word_times("there are six.", [(1, 0), (11, 22050)], 44100, 22050, 0)
+    times = word_times("there are six.", [(1, 0), (11, 22050)], 44100, 22050, 0.0)
     assert times == [(0.0, 0.625, True), (0.625, 1.0, False), (1.0, 2.0, True)]
 
 
