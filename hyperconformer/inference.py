@@ -22,9 +22,8 @@ from hyperconformer.folder import load_model_folder
 from hyperconformer.longform import (
     Word,
     ctc_align,
-    stitch_windows,
+    decode_in_windows,
     token_words,
-    window_starts,
 )
 from hyperconformer.search import (
     build_searcher,
@@ -284,21 +283,17 @@ class Transcriber:
     def _transcribe_long(self, wav: torch.Tensor) -> _Hyp:
         """(samples,) signal longer than a window -> text and words, by
         stitched windows."""
-        window = int(self.chunk_seconds * self.sample_rate)
-        overlap = int(self.overlap_seconds * self.sample_rate)
-        starts = window_starts(wav.numel(), window, overlap)
-        pieces: list[tuple[float, float, list[Word]]] = []
-        for first in range(0, len(starts), self.batch_size):
-            batch_starts = starts[first : first + self.batch_size]
-            batch = torch.stack([wav[s : s + window] for s in batch_starts])
-            hyps = self._decode(batch, torch.ones(len(batch_starts)), timed=True)
-            for s, hyp in zip(batch_starts, hyps, strict=True):
-                offset = s / self.sample_rate
-                words = [
-                    Word(w.text, w.start + offset, w.end + offset) for w in hyp.words
-                ]
-                pieces.append((offset, offset + window / self.sample_rate, words))
-        words = stitch_windows(pieces)
+        words = decode_in_windows(
+            wav,
+            lambda batch: [
+                hyp.words
+                for hyp in self._decode(batch, torch.ones(len(batch)), timed=True)
+            ],
+            int(self.chunk_seconds * self.sample_rate),
+            int(self.overlap_seconds * self.sample_rate),
+            self.batch_size,
+            self.sample_rate,
+        )
         return _Hyp(" ".join(w.text for w in words), words)
 
     # ------------------------------------------------------------------ public
@@ -434,6 +429,8 @@ class Transcriber:
                         continue
                     results[i].duration = wav.numel() / self.sample_rate
                     loaded.append((i, wav))
+                # Long files are decoded alone in windows, so no padded batch
+                # is ever as long as they are.
                 short = [(i, w) for i, w in loaded if not limit or w.numel() <= limit]
                 if short:
                     started = time.perf_counter()

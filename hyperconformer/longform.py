@@ -31,13 +31,20 @@ the file length; measured in ``docs/benchmarks_longform.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["Word", "ctc_align", "stitch_windows", "token_words", "window_starts"]
+__all__ = [
+    "Word",
+    "ctc_align",
+    "decode_in_windows",
+    "stitch_windows",
+    "token_words",
+    "window_starts",
+]
 
 
 @dataclass
@@ -179,6 +186,55 @@ def window_starts(n_samples: int, window: int, overlap: int) -> list[int]:
     count = max(count, 2)
     hop = (n_samples - window) / (count - 1)
     return [round(i * hop) for i in range(count)]
+
+
+def decode_in_windows(
+    wav: torch.Tensor,
+    decode: Callable[[torch.Tensor], list[list[Word]]],
+    window: int,
+    overlap: int,
+    batch_size: int,
+    sample_rate: int,
+) -> list[Word]:
+    """Timed words of a long signal, decoded in overlapping windows and stitched.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        (samples,) signal.
+    decode : callable
+        (batch, window) full-length windows -> each window's words, timed in
+        seconds from the window's start.
+    window, overlap : int
+        Window length and least overlap, in samples (see :func:`window_starts`).
+    batch_size : int
+        Windows decoded together: memory is bounded by it, whatever the length.
+    sample_rate : int
+        Samples per second of ``wav``.
+
+    Returns
+    -------
+    list[Word]
+        Words timed from the start of ``wav``.
+
+    Example
+    -------
+    >>> def decode(batch):
+    ...     return [[Word("A", 0.9, 1.0)] for _ in batch]  # mid-window
+    >>> words = decode_in_windows(torch.zeros(50), decode, 20, 5, 2, 10)
+    >>> [round(w.start, 2) for w in words]
+    [0.9, 2.4, 3.9]
+    """
+    starts = window_starts(wav.numel(), window, overlap)
+    pieces: list[tuple[float, float, list[Word]]] = []
+    for first in range(0, len(starts), batch_size):
+        batch_starts = starts[first : first + batch_size]
+        batch = torch.stack([wav[s : s + window] for s in batch_starts])
+        for s, words in zip(batch_starts, decode(batch), strict=True):
+            offset = s / sample_rate
+            words = [Word(w.text, w.start + offset, w.end + offset) for w in words]
+            pieces.append((offset, offset + window / sample_rate, words))
+    return stitch_windows(pieces)
 
 
 def token_words(
