@@ -7,7 +7,9 @@ speech: data preparation, training smoke tests, decoding.
 
 from __future__ import annotations
 
+import io
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,28 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_corpus")
     make_corpus(out, progress=False, **TINY_CORPUS_OPTIONS)
     return out
+
+
+def train_sentencepiece(
+    sentences: Iterable[str], vocab_size: int, path: Path | None = None
+) -> bytes:
+    """A unigram SentencePiece model of ``sentences`` with the recipe's ids
+    (unk 0, bos 1, eos 2, no pad); its bytes, also written to ``path``."""
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        minloglevel=2,
+    )
+    if path is not None:
+        path.write_bytes(model.getvalue())
+    return model.getvalue()

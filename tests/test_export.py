@@ -6,6 +6,7 @@ import pytest
 import sentencepiece as spm
 import soundfile as sf
 import torch
+from conftest import train_sentencepiece
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.inference.ASR import EncoderDecoderASR
 
@@ -50,21 +51,10 @@ KEYS = [
 def tokenizer_file(tiny_corpus, tmp_path_factory):
     """A small unigram model trained on the tiny corpus transcripts."""
     folder = tmp_path_factory.mktemp("spm")
-    text = folder / "text.txt"
     lines = []
     for trans in sorted((Path(tiny_corpus) / "LibriSpeech").rglob("*.trans.txt")):
         lines += [line.split(" ", 1)[1] for line in trans.read_text().splitlines()]
-    text.write_text("\n".join(lines) + "\n")
-    spm.SentencePieceTrainer.train(
-        input=str(text),
-        model_prefix=str(folder / "tok"),
-        vocab_size=VOCAB,
-        model_type="unigram",
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        minloglevel=2,
-    )
+    train_sentencepiece(lines, VOCAB, folder / "tok.model")
     return folder / "tok.model"
 
 

@@ -7,7 +7,6 @@ training yaml in the recipe's style (placeholders, seeding, searchers).
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from conftest import train_sentencepiece
 from speechbrain.lobes.features import Fbank
 from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
 from speechbrain.lobes.models.transformer.TransformerASR import TransformerASR
@@ -126,27 +126,12 @@ def training_yaml(attention_type: str = "hypermixing") -> str:
 
 
 def train_tokenizer(path: Path) -> Path:
-    import sentencepiece as spm
-
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(
-            [
-                "the quick brown fox jumps over the lazy dog",
-                "a stitch in time saves nine",
-                "she sells sea shells by the sea shore",
-            ]
-            * 10
-        ),
-        model_writer=model,
-        vocab_size=VOCAB,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        minloglevel=2,
-    )
-    path.write_bytes(model.getvalue())
+    sentences = [
+        "the quick brown fox jumps over the lazy dog",
+        "a stitch in time saves nine",
+        "she sells sea shells by the sea shore",
+    ]
+    train_sentencepiece(sentences * 10, VOCAB, path)
     return path
 
 

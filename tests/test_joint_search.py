@@ -10,13 +10,13 @@ other 4 it has not seen.
 
 from __future__ import annotations
 
-import io
 import warnings
 from pathlib import Path
 
 import pytest
 import soundfile
 import torch
+from conftest import train_sentencepiece
 from speechbrain.decoders.ctc import CTCPrefixScore
 from speechbrain.decoders.scorer import CTCScorer, ScorerBuilder, TransformerLMScorer
 from speechbrain.decoders.seq2seq import S2STransformerBeamSearcher
@@ -145,13 +145,8 @@ def trained(tiny_corpus):
                 texts[key] = text
     length = {k: soundfile.info(next(root.rglob(k + ".flac"))).frames for k in texts}
     ids = sorted(texts, key=lambda k: (length[k], k))[:12]
-    model_bytes = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter([texts[i] for i in ids]), model_writer=model_bytes,
-        vocab_size=VOCAB, model_type="unigram", unk_id=0, bos_id=1, eos_id=2,
-        pad_id=-1, minloglevel=2,
-    )  # fmt: skip
-    sp = spm.SentencePieceProcessor(model_proto=model_bytes.getvalue())
+    model_bytes = train_sentencepiece([texts[i] for i in ids], VOCAB)
+    sp = spm.SentencePieceProcessor(model_proto=model_bytes)
     wavs = [
         torch.from_numpy(
             soundfile.read(next(root.rglob(i + ".flac")), dtype="float32")[0]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 import torch
+from conftest import train_sentencepiece
 from speechbrain.inference.ASR import EncoderDecoderASR
 from speechbrain.lobes.models.transformer.TransformerLM import TransformerLM
 from test_recipe import SHORT, SPLITS, TINY_MODEL, run_recipe, wer_line
@@ -68,22 +69,8 @@ def lm_folder(tiny_corpus, tmp_path_factory):
     the training split; its dev-split perplexity beats a uniform guess."""
     corpus = Path(tiny_corpus) / "LibriSpeech"
     folder = tmp_path_factory.mktemp("lm")
-    text = folder / "text.txt"
     train_text = transcripts(corpus / "train-clean-100")
-    text.write_text("\n".join(train_text) + "\n")
-    spm.SentencePieceTrainer.train(
-        input=str(text),
-        model_prefix=str(folder / "tokenizer"),
-        vocab_size=VOCAB,
-        model_type="unigram",
-        character_coverage=1.0,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        minloglevel=2,
-    )
-    (folder / "tokenizer.model").rename(folder / "tokenizer.ckpt")
+    train_sentencepiece(train_text, VOCAB, folder / "tokenizer.ckpt")
     tokenizer = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.ckpt"))
 
     threads = torch.get_num_threads()

@@ -23,6 +23,7 @@ import pytest
 import soundfile
 import torch
 import torchaudio.functional as AF
+from conftest import train_sentencepiece
 
 from hyperconformer import JointBeamSearcher, Transcriber
 from hyperconformer.audio import load_audio
@@ -83,22 +84,7 @@ model: !new:torch.nn.ModuleList
 
 
 def train_tokenizer(path: Path, vocab_size: int = 40) -> Path:
-    import sentencepiece as spm
-
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(SENTENCES * 5),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type="unigram",
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        character_coverage=1.0,
-        minloglevel=2,
-    )
-    path.write_bytes(model.getvalue())
+    train_sentencepiece(SENTENCES * 5, vocab_size, path)
     return path
 
 
