@@ -347,22 +347,36 @@ class Transcriber:
             wav_lens = torch.ones(batch)
         wav_lens = wav_lens.detach().float().cpu()
         lengths = torch.round(wav_lens * samples).long().clamp(1, samples).tolist()
-        limit = (
-            int(self.chunk_seconds * self.sample_rate) if self.chunk_seconds else None
+        if not any(self._is_long(n) for n in lengths):
+            return self._decode(wavs, wav_lens, timed)
+        return self._transcribe_signals(
+            [wavs[i, :n] for i, n in enumerate(lengths)], timed
         )
-        long_rows = [i for i, n in enumerate(lengths) if limit and n > limit]
-        hyps = [_Hyp("", [])] * batch
-        short_rows = [i for i in range(batch) if i not in long_rows]
-        if short_rows and not long_rows:
-            hyps = self._decode(wavs, wav_lens, timed)
-        elif short_rows:
-            width = max(lengths[i] for i in short_rows)
-            sub = wavs[short_rows, :width]
-            rel = torch.tensor([lengths[i] / width for i in short_rows])
-            for i, hyp in zip(short_rows, self._decode(sub, rel, timed), strict=True):
+
+    def _is_long(self, samples: int) -> bool:
+        return (
+            bool(self.chunk_seconds) and samples > self.chunk_seconds * self.sample_rate
+        )
+
+    def _transcribe_signals(
+        self, signals: list[torch.Tensor], timed: bool
+    ) -> list[_Hyp]:
+        """(samples,) signals -> hypotheses: the short ones in one padded
+        batch, each long one alone in windows (so no padded batch is ever as
+        long as a long signal)."""
+        hyps: list[_Hyp | None] = [None] * len(signals)
+        short = [i for i, w in enumerate(signals) if not self._is_long(w.numel())]
+        if short:
+            width = max(signals[i].numel() for i in short)
+            batch = torch.zeros(len(short), width)
+            for row, i in enumerate(short):
+                batch[row, : signals[i].numel()] = signals[i]
+            rel = torch.tensor([signals[i].numel() / width for i in short])
+            for i, hyp in zip(short, self._decode(batch, rel, timed), strict=True):
                 hyps[i] = hyp
-        for i in long_rows:
-            hyps[i] = self._transcribe_long(wavs[i, : lengths[i]])
+        for i, wav in enumerate(signals):
+            if hyps[i] is None:
+                hyps[i] = self._transcribe_long(wav)
         return hyps
 
     def transcribe_file(self, path: str | Path) -> str:
@@ -407,9 +421,6 @@ class Transcriber:
 
         paths = [Path(p) for p in paths]
         batch_size = batch_size or self.batch_size
-        limit = (
-            int(self.chunk_seconds * self.sample_rate) if self.chunk_seconds else None
-        )
         bar = tqdm(
             total=len(paths),
             unit="file",
@@ -429,30 +440,18 @@ class Transcriber:
                         continue
                     results[i].duration = wav.numel() / self.sample_rate
                     loaded.append((i, wav))
-                # Long files are decoded alone in windows, so no padded batch
-                # is ever as long as they are.
-                short = [(i, w) for i, w in loaded if not limit or w.numel() <= limit]
-                if short:
+                if loaded:
                     started = time.perf_counter()
-                    width = max(w.numel() for _, w in short)
-                    batch = torch.zeros(len(short), width)
-                    for row, (_, w) in enumerate(short):
-                        batch[row, : w.numel()] = w
-                    rel = torch.tensor([w.numel() / width for _, w in short])
-                    hyps = self._transcribe_rows(batch, rel, words)
-                    spent = time.perf_counter() - started
-                    total = sum(w.numel() for _, w in short)
-                    for (i, w), hyp in zip(short, hyps, strict=True):
-                        results[i].transcript = hyp.text
-                        results[i].words = hyp.words
-                        results[i].decoding_time = spent * w.numel() / total
-                for i, w in loaded:
-                    if limit and w.numel() > limit:
-                        started = time.perf_counter()
-                        hyp = self._transcribe_long(w)
+                    signals = [w for _, w in loaded]
+                    hyps = self._transcribe_signals(signals, words)
+                    # The batch's time, shared in proportion to duration.
+                    share = (time.perf_counter() - started) / sum(
+                        w.numel() for w in signals
+                    )
+                    for (i, w), hyp in zip(loaded, hyps, strict=True):
                         results[i].transcript = hyp.text
                         results[i].words = hyp.words if words else None
-                        results[i].decoding_time = time.perf_counter() - started
+                        results[i].decoding_time = share * w.numel()
                 for result in results:
                     bar.update(1)
                     yield result
