@@ -2,7 +2,7 @@
 """HyperConformer vs Conformer, trained end to end on the embedded corpus.
 
 Run by ``make demo``. On a 2-core CPU it takes about 20-30 minutes (each model
- about 20 minutes of CPU time, the two trained at once):
+about 20 minutes of CPU time, the two trained at once):
 
 1. generates the synthetic LibriSpeech-format corpus into ``data/`` (real
    eSpeak NG speech; test voices never occur in training), unless present;
