@@ -21,15 +21,11 @@ from hyperconformer.audio import TranscriptionError, load_audio
 from hyperconformer.folder import load_model_folder
 from hyperconformer.longform import (
     Word,
-    ctc_align,
+    ctc_spans,
     decode_in_windows,
     token_words,
 )
-from hyperconformer.search import (
-    build_searcher,
-    ctc_greedy,
-    ctc_prefix_searcher,
-)
+from hyperconformer.search import build_searcher, ctc_decode, ctc_prefix_searcher
 
 __all__ = ["FileResult", "Transcriber"]
 
@@ -233,52 +229,28 @@ class Transcriber:
         if need_ctc:
             log_probs = torch.log_softmax(self.ctc_lin(enc), dim=-1).float()
 
-        hyps: list[_Hyp] = []
-        if self.ctc_only and self._prefix_searcher is not None:
-            beams = self._prefix_searcher(log_probs.cpu(), wav_lens.cpu())
-            for beam in beams:
-                best = beam[0]
-                words = None
-                if timed:
-                    words = [
-                        Word(text, a * frame_seconds, b * frame_seconds)
-                        for text, (a, b) in best.text_frames or []
-                    ]
-                hyps.append(_Hyp(" ".join(best.text.split()), words))
-            return hyps
-
         if self.ctc_only:
-            for tokens, frames in ctc_greedy(log_probs, enc_lens, self.blank_index):
-                spans = [(f, f + 1) for f in frames]
-                hyps.append(self._hyp(tokens, spans if timed else None, frame_seconds))
-            return hyps
+            rows = ctc_decode(
+                log_probs,
+                wav_lens,
+                enc_lens,
+                self.tokenizer,
+                frame_seconds,
+                self.blank_index,
+                self._prefix_searcher,
+            )
+            return [_Hyp(text, words if timed else None) for text, words in rows]
 
+        hyps: list[_Hyp] = []
         token_seqs, _, _, _ = self.decoder(enc, wav_lens)
         for i, tokens in enumerate(token_seqs):
             tokens = [int(t) for t in tokens]
-            spans = None
+            words = None
             if timed:
-                spans = ctc_align(log_probs[i, : enc_lens[i]], tokens, self.blank_index)
-                if spans is None:  # does not fit: spread evenly
-                    step = enc_lens[i] / max(len(tokens), 1)
-                    spans = [
-                        (int(k * step), max(int((k + 1) * step), int(k * step) + 1))
-                        for k in range(len(tokens))
-                    ]
-            hyps.append(self._hyp(tokens, spans, frame_seconds))
+                spans = ctc_spans(log_probs[i, : enc_lens[i]], tokens, self.blank_index)
+                words = token_words(self.tokenizer, tokens, spans, frame_seconds)
+            hyps.append(_Hyp(self.tokenizer.decode_ids(tokens), words))
         return hyps
-
-    def _hyp(
-        self,
-        tokens: list[int],
-        spans: list[tuple[int, int]] | None,
-        frame_seconds: float,
-    ) -> _Hyp:
-        text = self.tokenizer.decode_ids(tokens)
-        if spans is None:
-            return _Hyp(text)
-        words = token_words(self.tokenizer, tokens, spans, frame_seconds)
-        return _Hyp(text, words)
 
     def _transcribe_long(self, wav: torch.Tensor) -> _Hyp:
         """(samples,) signal longer than a window -> text and words, by

@@ -40,6 +40,7 @@ import torch
 __all__ = [
     "Word",
     "ctc_align",
+    "ctc_spans",
     "decode_in_windows",
     "stitch_windows",
     "token_words",
@@ -124,6 +125,27 @@ def ctc_align(
                 span[1] = t + 1
         state -= int(back[t, state])
     return [(a, b) for a, b in spans]
+
+
+def ctc_spans(
+    log_probs: torch.Tensor, tokens: Sequence[int], blank: int = 0
+) -> list[tuple[int, int]]:
+    """Frame span of each token: :func:`ctc_align`, or, for a hypothesis too
+    long to fit the frames, the frames shared out evenly.
+
+    Example
+    -------
+    >>> ctc_spans(torch.zeros(3, 4).log_softmax(-1), [1, 2, 3, 1, 2, 3])
+    [(0, 1), (0, 1), (1, 2), (1, 2), (2, 3), (2, 3)]
+    """
+    spans = ctc_align(log_probs, tokens, blank)
+    if spans is None:
+        step = log_probs.size(0) / max(len(tokens), 1)
+        spans = [
+            (int(k * step), max(int((k + 1) * step), int(k * step) + 1))
+            for k in range(len(tokens))
+        ]
+    return spans
 
 
 def stitch_windows(

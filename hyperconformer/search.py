@@ -5,8 +5,8 @@ A model folder's ``decoder`` is a joint attention/CTC beam searcher
 ``S2STransformerBeamSearcher`` in older folders). :func:`build_searcher`
 makes it a :class:`~hyperconformer.joint_search.JointBeamSearcher` with the
 folder's or other settings (beam size, CTC weight, partial CTC scoring);
-:func:`ctc_greedy` and :func:`ctc_prefix_searcher` decode with the CTC head
-alone.
+:func:`ctc_decode` (with :func:`ctc_greedy` or :func:`ctc_prefix_searcher`)
+decodes with the CTC head alone.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import torch
 from speechbrain.decoders.seq2seq import S2STransformerBeamSearcher
 
 from hyperconformer.joint_search import JointBeamSearcher
+from hyperconformer.longform import Word, token_words
 
 __all__ = [
     "build_searcher",
+    "ctc_decode",
     "ctc_greedy",
     "ctc_prefix_searcher",
 ]
@@ -172,3 +174,62 @@ def ctc_prefix_searcher(
     return CTCPrefixBeamSearcher(
         blank_index=blank_index, vocab_list=vocab, beam_size=beam_size
     )
+
+
+def ctc_decode(
+    log_probs: torch.Tensor,
+    wav_lens: torch.Tensor,
+    lengths: list[int],
+    tokenizer,
+    frame_seconds: float,
+    blank_index: int = 0,
+    prefix_searcher=None,
+) -> list[tuple[str, list[Word]]]:
+    """CTC-only decoding of a batch into text and timed words.
+
+    Arguments
+    ---------
+    log_probs : torch.Tensor
+        (batch, frames, vocab) CTC log-probabilities.
+    wav_lens : torch.Tensor
+        (batch,) relative lengths (what the prefix searcher takes).
+    lengths : list of int
+        Valid frames of each row (what greedy decoding takes).
+    tokenizer : sentencepiece.SentencePieceProcessor
+        Turns tokens into words.
+    frame_seconds : float
+        Seconds per frame, to time the words.
+    blank_index : int
+        CTC blank.
+    prefix_searcher : optional
+        From :func:`ctc_prefix_searcher`: prefix beam search instead of
+        greedy best path.
+
+    Returns
+    -------
+    list of (text, words)
+        Per row; words timed in seconds from the row's start (greedy: from
+        each token's first spike).
+
+    Example
+    -------
+    >>> ctc_decode(lp, torch.ones(1), [50], sp, 0.04)  # doctest: +SKIP
+    [('HELLO', [Word(text='HELLO', start=0.2, end=0.28)])]
+    """
+    if prefix_searcher is not None:
+        out = []
+        for beam in prefix_searcher(log_probs.cpu(), wav_lens.cpu()):
+            best = beam[0]
+            words = [
+                Word(text, a * frame_seconds, b * frame_seconds)
+                for text, (a, b) in best.text_frames or []
+            ]
+            out.append((" ".join(best.text.split()), words))
+        return out
+    return [
+        (
+            tokenizer.decode_ids(tokens),
+            token_words(tokenizer, tokens, [(f, f + 1) for f in frames], frame_seconds),
+        )
+        for tokens, frames in ctc_greedy(log_probs, lengths, blank_index)
+    ]
