@@ -284,20 +284,39 @@ def measure(
     """
     device = torch.device(device)
     result = CellResult(name, seconds, batch)
-    try:
+
+    def setup():
         feats, wav_lens = make_inputs(seconds, batch, device)
-        base = start_cuda_peak(device)
-        out = None
 
         def call():
-            nonlocal out
             with torch.inference_mode():
                 out = model(feats, wav_lens)
+            result.encoder_frames = int(out.shape[1])
 
+        return call
+
+    return time_cell(result, device, setup, repeats, budget_s, base_mem_mb, clock)
+
+
+def time_cell(
+    result: CellResult,
+    device: torch.device,
+    setup,
+    repeats: int,
+    budget_s: float | None,
+    base_mem_mb: float | None,
+    clock: str,
+) -> CellResult:
+    """Fills ``result`` for one cell: ``setup()`` builds the inputs and
+    returns the call to time; its times and peak memory (see
+    :func:`record_peak_memory`) go into ``result``, and a failure (out of
+    memory, too long, ...) becomes its status instead."""
+    try:
+        call = setup()
+        base = start_cuda_peak(device)
         times = time_call(call, device, repeats, budget_s, clock)
         result.times_s = times
         result.time_s = statistics.median(times)
-        result.encoder_frames = int(out.shape[1])
         record_peak_memory(result, device, base, base_mem_mb)
     except (RuntimeError, MemoryError, ValueError, IndexError) as exc:
         result.status = status_for(exc)
@@ -419,7 +438,8 @@ def measure_training(
     ``benchmark.measure`` does for inference; failures become statuses."""
     device = torch.device(device)
     result = CellResult(label, seconds, batch)
-    try:
+
+    def setup():
         modules = [
             hp[k] for k in ("CNN", "Transformer", "ctc_lin", "seq_lin") if k in hp
         ]
@@ -428,22 +448,15 @@ def measure_training(
         params = [p for module in modules for p in module.parameters()]
         vocab = int(hp.get("output_neurons", 32))
         feats, wav_lens, tokens = make_training_batch(seconds, batch, vocab, device)
-        base = start_cuda_peak(device)
 
         def step() -> None:
             for p in params:
                 p.grad = None  # each step allocates its gradients, as in training
             training_loss(hp, feats, wav_lens, tokens).backward()
 
-        with warnings.catch_warnings():
-            # SpeechBrain's own decoder mixes mask types; not ours to fix.
-            warnings.filterwarnings("ignore", message="Support for mismatched")
-            times = time_call(step, device, repeats, budget_s, clock)
-        result.times_s = times
-        result.time_s = statistics.median(times)
-        record_peak_memory(result, device, base, base_mem_mb)
-    except (RuntimeError, MemoryError, ValueError, IndexError) as exc:
-        result.status = status_for(exc)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return result
+        return step
+
+    with warnings.catch_warnings():
+        # SpeechBrain's own decoder mixes mask types; not ours to fix.
+        warnings.filterwarnings("ignore", message="Support for mismatched")
+        return time_cell(result, device, setup, repeats, budget_s, base_mem_mb, clock)
