@@ -23,8 +23,9 @@ from speechbrain.dataio.batch import PaddedBatch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def demo_brain(tmp_path, augmenter):
-    """The demo recipe's ASR Brain, tiny, with ``augmenter`` as fea_augment."""
+def demo_brain(tmp_path, augmenter, key="fea_augment"):
+    """The demo recipe's ASR Brain, tiny, with ``augmenter`` as its ``key``
+    (fea_augment or wav_augment) and no other augmentation."""
     with open(ROOT / "hparams/LibriSpeech/hyperconformer_demo.yaml") as f:
         hparams = load_hyperpyyaml(
             f,
@@ -40,7 +41,8 @@ def demo_brain(tmp_path, augmenter):
                 "wav_augment": None,  # no corpus noise files in tmp_path
             },
         )
-    hparams["fea_augment"] = augmenter
+    hparams["fea_augment"] = None
+    hparams[key] = augmenter
     return train.ASR(
         modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"}
     )
@@ -72,16 +74,21 @@ def train_loss(brain, batch):
         return brain.compute_objectives(predictions, batch, sb.Stage.TRAIN)
 
 
+@pytest.mark.parametrize("key", ["fea_augment", "wav_augment"])
 @pytest.mark.parametrize(
     "concat_original, repeat_augment", [(True, 1), (False, 2), (True, 2)]
 )
 def test_labels_follow_a_replicated_batch(
-    tiny_corpus, tmp_path, concat_original, repeat_augment
+    tiny_corpus, tmp_path, concat_original, repeat_augment, key
 ):
     # An augmentation that changes nothing: every replica of an utterance is
     # the utterance itself, so if each row gets its own targets the loss is
     # the loss of the plain batch.
-    identity = SpectrogramDrop(drop_count_low=0, drop_count_high=0)
+    identity = (
+        SpectrogramDrop(drop_count_low=0, drop_count_high=0)
+        if key == "fea_augment"
+        else torch.nn.Identity()
+    )
     augmenter = Augmenter(
         concat_original=concat_original,
         repeat_augment=repeat_augment,
@@ -90,10 +97,10 @@ def test_labels_follow_a_replicated_batch(
         augmentations=[identity],
     )
     torch.manual_seed(0)
-    brain = demo_brain(tmp_path, augmenter)
+    brain = demo_brain(tmp_path, augmenter, key)
     batch = audio_batch(Path(tiny_corpus) / "LibriSpeech")
     replicated = train_loss(brain, batch)
-    brain.hparams.fea_augment = None
+    setattr(brain.hparams, key, None)
     plain = train_loss(brain, batch)
     assert replicated.item() == pytest.approx(plain.item(), rel=1e-5)
 

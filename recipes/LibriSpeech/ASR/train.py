@@ -53,25 +53,44 @@ class DataError(Exception):
 class ASR(sb.core.Brain):
     """Joint CTC/attention encoder-decoder ASR."""
 
+    def augmenters(self, stage) -> dict:
+        """The yaml's waveform and feature augmenters that apply at ``stage``,
+        in the order they run (none outside training)."""
+        if stage != sb.Stage.TRAIN:
+            return {}
+        return {
+            key: getattr(self.hparams, key, None)
+            for key in ("wav_augment", "fea_augment")
+        }
+
+    def replicate_labels(self, stage, labels):
+        """``labels`` (one row per utterance) repeated as the augmenters
+        repeated the batch in the last forward pass."""
+        for augmenter in self.augmenters(stage).values():
+            if augmenter is not None:
+                labels = augmenter.replicate_labels(labels)
+        return labels
+
     def compute_forward(self, batch, stage):
         """Waveforms -> CTC and decoder log-probabilities (+ hypotheses)."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         tokens_bos, _ = batch.tokens_bos
 
-        # Noise and reverberation (optional: only the demo yamls define it).
-        wav_augment = getattr(self.hparams, "wav_augment", None)
-        if stage == sb.Stage.TRAIN and wav_augment is not None:
-            wavs, wav_lens = wav_augment(wavs, wav_lens)
+        # Noise and reverberation (wav_augment: only the demo yamls define
+        # it), then SpecAugment. An augmenter may return more rows than it got
+        # (concat_original, repeat_augment > 1): lengths and targets follow it
+        # row for row (see replicate_labels).
+        augmenters = self.augmenters(stage)
+        if augmenters.get("wav_augment") is not None:
+            wavs, wav_lens = augmenters["wav_augment"](wavs, wav_lens)
         feats = self.hparams.compute_features(wavs)
         feats = self.modules.normalize(
             feats, wav_lens, epoch=self.hparams.epoch_counter.current
         )
-        if stage == sb.Stage.TRAIN and self.hparams.fea_augment is not None:
-            # The augmenter may return more rows than it got (concat_original,
-            # repeat_augment > 1): lengths and targets follow it row for row.
-            feats, wav_lens = self.hparams.fea_augment(feats, wav_lens)
-            tokens_bos = self.hparams.fea_augment.replicate_labels(tokens_bos)
+        if augmenters.get("fea_augment") is not None:
+            feats, wav_lens = augmenters["fea_augment"](feats, wav_lens)
+        tokens_bos = self.replicate_labels(stage, tokens_bos)
 
         src = self.modules.CNN(feats)
         enc_out, dec_out = self.modules.Transformer(
@@ -101,10 +120,10 @@ class ASR(sb.core.Brain):
         p_ctc, p_seq, wav_lens, hyps = predictions
         tokens_eos, tokens_eos_lens = batch.tokens_eos
         tokens, tokens_lens = batch.tokens
-        if stage == sb.Stage.TRAIN and self.hparams.fea_augment is not None:
-            replicate = self.hparams.fea_augment.replicate_labels
-            tokens_eos, tokens_eos_lens = map(replicate, (tokens_eos, tokens_eos_lens))
-            tokens, tokens_lens = map(replicate, (tokens, tokens_lens))
+        tokens_eos, tokens_eos_lens, tokens, tokens_lens = (
+            self.replicate_labels(stage, t)
+            for t in (tokens_eos, tokens_eos_lens, tokens, tokens_lens)
+        )
 
         loss_seq = self.hparams.seq_cost(p_seq, tokens_eos, length=tokens_eos_lens)
         loss_ctc = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
