@@ -9,9 +9,13 @@ from hyperconformer.frontend import ConvFrontEnd
 from hyperconformer.inference import FileResult, Transcriber
 from hyperconformer.joint_search import JointBeamSearcher
 from hyperconformer.longform import Word
-from hyperconformer.mixing import HyperMixing
+from hyperconformer.mixing import HyperMixing, MixingState
 from hyperconformer.model import HyperConformerASR
-from hyperconformer.positional import SinusoidalPositions, sinusoidal_encoding
+from hyperconformer.positional import (
+    SinusoidalPositions,
+    chunk_positions,
+    sinusoidal_encoding,
+)
 
 __all__ = [
     "AtomicCheckpointer",
@@ -21,8 +25,10 @@ __all__ = [
     "HyperConformerLayer",
     "HyperMixing",
     "JointBeamSearcher",
+    "MixingState",
     "ModelFolderError",
     "SinusoidalPositions",
+    "chunk_positions",
     "convert_speechbrain_state_dict",
     "sinusoidal_encoding",
     "FileResult",

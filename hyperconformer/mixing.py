@@ -10,6 +10,27 @@ so every token sees every other token through a (hidden, d_head) summary, and
 cost grows linearly with the number of tokens. Heads are concatenated and
 layer-normed. No (time, time) tensor is ever formed.
 
+Chunked mixing (streaming): with ``chunk_size`` the frames are cut into
+chunks and each frame mixes with its own chunk and every earlier one. Since
+``W1_hᵀ · X_h = V1ᵀ(A1ᵀX) + c1·colsum(X)`` (``forward``'s comments), the
+summary seen by chunk ``c`` only needs ``A1ᵀX`` (d_head x d_head) and
+``colsum(X)`` summed over chunks ``0..c``: training takes cumulative sums of
+the per-chunk terms (linear cost, no (time, time) tensor); a stream carries
+them, with the frame count, as a :class:`MixingState` of constant size
+(11 KB per layer at the 8M sizes), and :meth:`HyperMixing.stream` gives the
+same outputs chunk by chunk.
+
+Scale of the summary: ``W1ᵀX`` is a sum over tokens (SpeechBrain's), so it
+grows with the context. ``summary="mean"`` divides it by the number of tokens
+summed, offline and chunked alike, so one model serves both. Measured with
+``python tools/mixing_scale.py`` (first layer of the 8M model at its
+initialisation, an hour of random layer-normed frames with non-zero channel
+means fed in 640 ms chunks): the RMS of the mixing output before its layer
+norm is 2.2 after 1 s, 205 after 1 min and 12,300 after 60 min with "sum"
+(linear growth: an hour puts the GELU ~100x past the 2-30 s utterances seen
+in training), and 0.094 at every point with "mean". Float32 streaming stays
+within 1e-5 of float64 after the hour with either.
+
 Initialisation: ``"xavier"`` (default) draws every generator weight and bias
 as SpeechBrain does (its ``TransformerASR`` re-initialises every parameter
 with more than one dimension, hypernetwork biases included, with
@@ -20,16 +41,33 @@ them uniformly in +-1/sqrt(d_head), the fan-in of one head's linear layer.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperconformer.positional import sinusoidal_encoding
+from hyperconformer.positional import chunk_positions
 
-__all__ = ["HyperMixing"]
+__all__ = ["HyperMixing", "MixingState"]
 
 INITS = ("xavier", "head_uniform")
+SUMMARIES = ("sum", "mean")
+
+
+class MixingState(NamedTuple):
+    """What one HyperMixing layer carries from a chunk of a stream to the next.
+
+    Its size does not depend on how long the stream has run.
+
+    gram : (heads, batch, d_head, d_head), A1ᵀX summed over the frames so far.
+    colsum : (heads, batch, 1, d_head), the frames summed.
+    count : (batch,), the number of frames so far.
+    """
+
+    gram: torch.Tensor
+    colsum: torch.Tensor
+    count: torch.Tensor
 
 
 def _xavier_normal_std(*shape: int) -> float:
@@ -56,6 +94,10 @@ class HyperMixing(nn.Module):
         If True, ``W2`` is ``W1`` (one generator instead of two).
     init : str
         "xavier" (SpeechBrain's) or "head_uniform" (see the module docstring).
+    summary : str
+        "sum" (SpeechBrain's): W1ᵀX sums over the tokens; "mean": it is
+        divided by the number of tokens summed, so its scale does not grow
+        with the input's length (module docstring).
 
     Example
     -------
@@ -73,10 +115,13 @@ class HyperMixing(nn.Module):
         num_heads: int = 1,
         tied: bool = False,
         init: str = "xavier",
+        summary: str = "sum",
     ) -> None:
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if summary not in SUMMARIES:
+            raise ValueError(f"summary must be one of {SUMMARIES}, got {summary!r}")
         if d_model % num_heads != 0:
             raise ValueError(
                 f"d_model ({d_model}) must be divisible by num_heads ({num_heads})"
@@ -92,6 +137,7 @@ class HyperMixing(nn.Module):
         self.head_hidden = hypernet_size // num_heads
         self.tied = tied
         self.init = init
+        self.summary = summary
         # One generator for W1 and one for W2 (G = 2), or a shared one (G = 1).
         self.num_generators = 1 if tied else 2
         g, h, f, k = self.num_generators, num_heads, self.head_dim, self.head_hidden
@@ -155,13 +201,109 @@ class HyperMixing(nn.Module):
         weights = feats @ w2 + self.gen_b2.view(h, g, 1, 1, k)
         return weights[:, 0], weights[:, g - 1]
 
+    def _summarise(
+        self, gram: torch.Tensor, colsum: torch.Tensor, count: torch.Tensor | None
+    ) -> torch.Tensor:
+        """GELU(W1ᵀX) from A1ᵀX (h, n, f, f), colsum(X) (h, n, 1, f) and the
+        (n,) token counts (used by ``summary="mean"``): (h, n, k, f)."""
+        h, g, f, k = (
+            self.num_heads,
+            self.num_generators,
+            self.head_dim,
+            self.head_hidden,
+        )
+        w2 = self.gen_w2.view(h, g, f, k)
+        b2 = self.gen_b2.view(h, g, k)
+        # W1 = A1·V1 + 1·c1ᵀ with A1 the generator features (t x f), V1 (f x k):
+        # W1ᵀX = V1ᵀ(A1ᵀX) + c1·colsum(X), so the (t x k) W1 is never built.
+        summary = w2[:, 0].transpose(1, 2).unsqueeze(1) @ gram  # (h, n, k, f)
+        summary = summary + b2[:, 0, None, :, None] * colsum
+        if self.summary == "mean":
+            summary = summary / count.clamp(min=1).view(1, -1, 1, 1)
+        return F.gelu(summary)
+
+    def _read_out(self, feats: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
+        """W2·S from the W2 generator features (h, n, L, f) and S (h, n, k, f):
+        (h, n, L, f)."""
+        h, g, f, k = (
+            self.num_heads,
+            self.num_generators,
+            self.head_dim,
+            self.head_hidden,
+        )
+        n, length = feats.shape[1], feats.shape[2]
+        w2 = self.gen_w2.view(h, g, f, k)
+        b2 = self.gen_b2.view(h, g, k)
+        # Likewise W2·S = A2·(V2·S) + 1·(c2ᵀS).
+        projected = w2[:, g - 1].unsqueeze(1) @ summary  # (h, n, f, f)
+        offset = b2[:, g - 1, None, None, :] @ summary  # (h, n, 1, f)
+        out = torch.baddbmm(
+            offset.reshape(h * n, 1, f),
+            feats.reshape(h * n, length, f),
+            projected.reshape(h * n, f, f),
+        )
+        return out.view(h, n, length, f)
+
+    def _chunks(
+        self,
+        feats: torch.Tensor,
+        heads: torch.Tensor,
+        valid: torch.Tensor,
+        chunk_size: int,
+        state: MixingState | None,
+    ) -> tuple[torch.Tensor, MixingState]:
+        """Chunked mixing of generator features (h, g, b, t, f) and head
+        inputs (h, b, t, f) with (b, t) valid-frame weights: (h, b, t, f)
+        output and the state after the last chunk."""
+        h, g, b, t, f = feats.shape
+        n = -(-t // chunk_size)
+        tail = n * chunk_size - t
+        if tail:  # zero frames complete the last chunk and add nothing
+            feats, heads = F.pad(feats, (0, 0, 0, tail)), F.pad(heads, (0, 0, 0, tail))
+            valid = F.pad(valid, (0, tail))
+        feats = feats.reshape(h, g, b * n, chunk_size, f)
+        chunked = heads.reshape(h, b * n, chunk_size, f)
+        # Per-chunk A1ᵀX and colsum(X), then running sums over chunks: chunk c
+        # sees chunks 0..c, at the cost of one (f x f) matrix per chunk.
+        gram = (feats[:, 0].transpose(2, 3) @ chunked).view(h, b, n, f, f)
+        colsum = chunked.sum(2, keepdim=True).view(h, b, n, 1, f)
+        count = valid.view(b, n, chunk_size).sum(2)
+        if state is not None:  # the earlier chunks of a stream, carried
+            gram = torch.cat((state.gram.unsqueeze(2), gram), 2)
+            colsum = torch.cat((state.colsum.unsqueeze(2), colsum), 2)
+            count = torch.cat((state.count.unsqueeze(1), count), 1)
+        gram, colsum, count = gram.cumsum(2), colsum.cumsum(2), count.cumsum(1)
+        if state is not None:
+            gram, colsum, count = gram[:, :, 1:], colsum[:, :, 1:], count[:, 1:]
+        summary = self._summarise(
+            gram.reshape(h, b * n, f, f),
+            colsum.reshape(h, b * n, 1, f),
+            count.reshape(b * n),
+        )
+        out = self._read_out(feats[:, g - 1], summary).view(h, b, n * chunk_size, f)
+        last = MixingState(gram[:, :, -1], colsum[:, :, -1], count[:, -1])
+        return out[:, :, :t], last
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 3 or x.size(-1) != self.d_model:
+            raise ValueError(
+                f"HyperMixing expects input of shape (batch, time, {self.d_model}), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def _merge_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """(h, b, t, f) head outputs -> layer-normed (b, t, d_model)."""
+        h, b, t, f = out.shape
+        return self.norm(out.permute(1, 2, 0, 3).reshape(b, t, self.d_model))
+
     def forward(
         self,
         x: torch.Tensor,
         key_padding_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        chunk_size: int | None = None,
     ) -> torch.Tensor:
-        """Mix tokens.
+        """Mix tokens, over the whole input or chunk by chunk.
 
         Arguments
         ---------
@@ -172,25 +314,24 @@ class HyperMixing(nn.Module):
             part in the mixing, so valid outputs do not depend on padding.
         positions : torch.Tensor, optional
             (time, d_model) sinusoidal table (an encoder computes it once for
-            all its layers); computed here if not given.
+            all its layers); computed here if not given: absolute positions,
+            or positions within each chunk when ``chunk_size`` is given.
+        chunk_size : int, optional
+            Chunked mixing: time is cut into chunks of this many frames and
+            every frame mixes with its own chunk and all earlier ones (what a
+            stream fed chunk by chunk through :meth:`stream` computes). None:
+            every frame mixes with the whole input.
 
         Returns
         -------
         torch.Tensor
             (batch, time, d_model).
         """
-        if x.dim() != 3 or x.size(-1) != self.d_model:
-            raise ValueError(
-                f"HyperMixing expects input of shape (batch, time, {self.d_model}), "
-                f"got {tuple(x.shape)}"
-            )
+        self._check_input(x)
         b, t, _ = x.shape
-        h, g, f, k = (
-            self.num_heads,
-            self.num_generators,
-            self.head_dim,
-            self.head_hidden,
-        )
+        h, g, f = self.num_heads, self.num_generators, self.head_dim
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size}")
         if key_padding_mask is not None:
             if key_padding_mask.shape != (b, t):
                 raise ValueError(
@@ -199,27 +340,69 @@ class HyperMixing(nn.Module):
                 )
             # Zero rows of padded tokens: they then add nothing to W1ᵀX.
             x = x.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
-
         if positions is None:
-            positions = sinusoidal_encoding(t, self.d_model, x.device)
+            positions = chunk_positions(t, chunk_size or t, self.d_model, x.device)
         # The hypernetwork sees where each token is; the mixed values do not.
         feats = self._generator_features(x + positions.to(x.dtype))  # (h,g,b,t,f)
         heads = x.reshape(b, t, h, f).permute(2, 0, 1, 3)  # (h, b, t, f)
-        w2 = self.gen_w2.view(h, g, f, k)
-        b2 = self.gen_b2.view(h, g, k)
-        # W1 = A1·V1 + 1·c1ᵀ with A1 the generator features (t x f), V1 (f x k):
-        # W1ᵀX = V1ᵀ(A1ᵀX) + c1·colsum(X), so the (t x k) W1 is never built.
+        valid = torch.ones(b, t, dtype=x.dtype, device=x.device)
+        if key_padding_mask is not None:
+            valid = valid.masked_fill(key_padding_mask, 0.0)
+        if chunk_size is not None:
+            out, _ = self._chunks(feats, heads, valid, chunk_size, None)
+            return self._merge_heads(out)
         gram = feats[:, 0].transpose(2, 3) @ heads  # (h, b, f, f)
-        summary = w2[:, 0].transpose(1, 2).unsqueeze(1) @ gram  # (h, b, k, f)
-        summary = summary + b2[:, 0, None, :, None] * heads.sum(2, keepdim=True)
-        summary = F.gelu(summary)
-        # Likewise W2·S = A2·(V2·S) + 1·(c2ᵀS).
-        projected = w2[:, g - 1].unsqueeze(1) @ summary  # (h, b, f, f)
-        offset = b2[:, g - 1, None, None, :] @ summary  # (h, b, 1, f)
-        out = torch.baddbmm(
-            offset.reshape(h * b, 1, f),
-            feats[:, g - 1].reshape(h * b, t, f),
-            projected.reshape(h * b, f, f),
-        )
-        out = out.view(h, b, t, f).permute(1, 2, 0, 3).reshape(b, t, self.d_model)
-        return self.norm(out)
+        summary = self._summarise(gram, heads.sum(2, keepdim=True), valid.sum(1))
+        return self._merge_heads(self._read_out(feats[:, g - 1], summary))
+
+    def stream(
+        self,
+        chunk: torch.Tensor,
+        state: MixingState | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, MixingState]:
+        """Mix the next chunk of a stream with everything before it.
+
+        Feeding a sequence chunk by chunk gives the outputs of
+        ``forward(x, chunk_size=...)``; the state has the same size whatever
+        the stream's length.
+
+        Arguments
+        ---------
+        chunk : torch.Tensor
+            (batch, chunk_frames, d_model), one chunk.
+        state : MixingState, optional
+            The state returned for the previous chunk (None at the start).
+        positions : torch.Tensor, optional
+            (chunk_frames, d_model); by default positions within the chunk.
+
+        Returns
+        -------
+        out : torch.Tensor
+            (batch, chunk_frames, d_model).
+        state : MixingState
+            To pass with the next chunk.
+
+        Example
+        -------
+        >>> mix = HyperMixing(d_model=16, hypernet_size=32, num_heads=4)
+        >>> x = torch.randn(1, 12, 16)
+        >>> first, state = mix.stream(x[:, :4])
+        >>> rest, state = mix.stream(x[:, 4:8], state)
+        >>> last, state = mix.stream(x[:, 8:], state)
+        >>> streamed = torch.cat((first, rest, last), 1)
+        >>> bool((streamed - mix(x, chunk_size=4)).abs().max() < 1e-5)
+        True
+        >>> state.gram.shape  # (heads, batch, d_head, d_head), for any length
+        torch.Size([4, 1, 4, 4])
+        """
+        self._check_input(chunk)
+        b, t, _ = chunk.shape
+        h, f = self.num_heads, self.head_dim
+        if positions is None:
+            positions = chunk_positions(t, t, self.d_model, chunk.device)
+        feats = self._generator_features(chunk + positions.to(chunk.dtype))
+        heads = chunk.reshape(b, t, h, f).permute(2, 0, 1, 3)
+        valid = torch.ones(b, t, dtype=chunk.dtype, device=chunk.device)
+        out, state = self._chunks(feats, heads, valid, t, state)
+        return self._merge_heads(out), state

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["SinusoidalPositions", "sinusoidal_encoding"]
+__all__ = ["SinusoidalPositions", "chunk_positions", "sinusoidal_encoding"]
 
 
 def sinusoidal_encoding(
@@ -45,6 +45,31 @@ def sinusoidal_encoding(
     angles = positions[:, None] * inv_freq[None, :]
     table = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)
     return table.to(dtype)
+
+
+def chunk_positions(
+    length: int,
+    chunk_size: int,
+    d_model: int,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """(length, d_model) table of each frame's position within its chunk.
+
+    Frames are cut into chunks of ``chunk_size``; frame ``i`` gets the
+    encoding of position ``i % chunk_size``. With ``chunk_size >= length``
+    this is the absolute table.
+
+    Example
+    -------
+    >>> table = chunk_positions(10, 4, 8)
+    >>> bool((table[5] == sinusoidal_encoding(4, 8)[1]).all())
+    True
+    """
+    table = sinusoidal_encoding(min(chunk_size, length), d_model, device)
+    if chunk_size >= length:
+        return table
+    index = torch.arange(length, device=device) % chunk_size
+    return table[index]
 
 
 class SinusoidalPositions(nn.Module):
