@@ -3,7 +3,12 @@
 from hyperconformer.audio import TranscriptionError, load_audio
 from hyperconformer.checkpointing import AtomicCheckpointer
 from hyperconformer.compat import convert_speechbrain_state_dict
-from hyperconformer.encoder import HyperConformerEncoder, HyperConformerLayer
+from hyperconformer.encoder import (
+    HyperConformerEncoder,
+    HyperConformerLayer,
+    LayerState,
+)
+from hyperconformer.features import CausalFbank
 from hyperconformer.folder import ModelFolderError
 from hyperconformer.frontend import ConvFrontEnd
 from hyperconformer.inference import FileResult, Transcriber
@@ -16,18 +21,23 @@ from hyperconformer.positional import (
     chunk_positions,
     sinusoidal_encoding,
 )
+from hyperconformer.streaming import EncoderStreamContext, StreamingEncoder
 
 __all__ = [
     "AtomicCheckpointer",
+    "CausalFbank",
     "ConvFrontEnd",
+    "EncoderStreamContext",
     "HyperConformerASR",
     "HyperConformerEncoder",
     "HyperConformerLayer",
     "HyperMixing",
     "JointBeamSearcher",
+    "LayerState",
     "MixingState",
     "ModelFolderError",
     "SinusoidalPositions",
+    "StreamingEncoder",
     "chunk_positions",
     "convert_speechbrain_state_dict",
     "sinusoidal_encoding",

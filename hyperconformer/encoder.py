@@ -11,6 +11,15 @@ Padding is exact: a padded frame never changes a valid frame's output, so an
 utterance encodes the same alone or in any batch. The encoder computes one
 sinusoidal position table per call and hands it to every block's mixing.
 
+Chunked (streaming) encoding: with ``chunk_size`` (encoder frames) every
+frame sees its own chunk and all earlier ones. HyperMixing sums over the
+chunks so far (:mod:`hyperconformer.mixing`); the depthwise convolution sees
+the frames of earlier chunks it reaches and zeros past the end of its own
+chunk (SpeechBrain's dynamic chunk convolution); positions count from each
+chunk's start (:func:`hyperconformer.positional.chunk_positions`). ``stream``
+encodes one chunk at a time from a :class:`LayerState` per block, whose size
+does not grow with the stream, and gives the chunked pass's outputs.
+
 SpeechBrain's Conformer layer defines a dropout after the attention (here
 mixing) branch but never applies it; ``mixing_dropout=False`` (the default)
 does the same, ``True`` applies ``dropout`` there.
@@ -18,27 +27,35 @@ does the same, ``True`` applies ``dropout`` there.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
-import torch.nn.functional as F
 from speechbrain.nnet.activations import Swish
 from torch import nn
 
-from hyperconformer.mixing import HyperMixing
-from hyperconformer.positional import sinusoidal_encoding
+from hyperconformer.convolution import ConvolutionModule
+from hyperconformer.mixing import HyperMixing, MixingState
+from hyperconformer.positional import chunk_positions
 
 __all__ = [
     "ConvolutionModule",
     "FeedForwardModule",
     "HyperConformerEncoder",
     "HyperConformerLayer",
+    "LayerState",
 ]
 
 
-def _zero_padded(x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
-    """Zero the padded frames of (batch, time, d) ``x``; mask is (batch, time)."""
-    if pad_mask is None:
-        return x
-    return x.masked_fill(pad_mask.unsqueeze(-1), 0.0)
+class LayerState(NamedTuple):
+    """What one block carries from a chunk of a stream to the next.
+
+    mixing : the HyperMixing sums (:class:`hyperconformer.MixingState`).
+    conv : (batch, kernel_size // 2, d_model), the last frames that entered
+        the depthwise convolution (its left context for the next chunk).
+    """
+
+    mixing: MixingState
+    conv: torch.Tensor
 
 
 class FeedForwardModule(nn.Module):
@@ -71,77 +88,6 @@ class FeedForwardModule(nn.Module):
         return self.dropout(self.linear2(x))
 
 
-class ConvolutionModule(nn.Module):
-    """Conformer convolution module.
-
-    LN, pointwise conv + GLU, depthwise conv, LN, activation, pointwise conv.
-    The pointwise convolutions are linear layers on (batch, time, d_model),
-    which avoids two layout changes. Padded frames are zeroed right before the
-    depthwise convolution: that is the only place where neighbouring frames
-    meet, and zeroing any earlier would be undone by the norm and bias.
-
-    Example
-    -------
-    >>> conv = ConvolutionModule(16, kernel_size=31)
-    >>> conv(torch.randn(2, 40, 16)).shape
-    torch.Size([2, 40, 16])
-    """
-
-    def __init__(
-        self,
-        d_model: int,
-        kernel_size: int = 31,
-        dropout: float = 0.0,
-        activation: type[nn.Module] = Swish,
-        bias: bool = True,
-    ) -> None:
-        super().__init__()
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.norm = nn.LayerNorm(d_model)
-        self.pointwise_in = nn.Linear(d_model, 2 * d_model, bias=bias)
-        self.depthwise = nn.Conv1d(
-            d_model,
-            d_model,
-            kernel_size,
-            padding=kernel_size // 2,
-            groups=d_model,
-            bias=bias,
-        )
-        self.depthwise_norm = nn.LayerNorm(d_model)
-        self.activation = activation()
-        self.pointwise_out = nn.Linear(d_model, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
-
-    def _depthwise_time_major(self, y: torch.Tensor) -> torch.Tensor:
-        """Depthwise conv of (batch, time, d_model), output in the same layout.
-
-        Seen as a channels-last (batch, d_model, 1, time) image, the input needs
-        no transpose copy, and the channels-last depthwise kernel is several
-        times faster on CPU than ``Conv1d`` on the transposed tensor.
-        """
-        conv = self.depthwise
-        weight = conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        out = F.conv2d(
-            y.transpose(1, 2).unsqueeze(2),
-            weight,
-            conv.bias,
-            padding=(0, conv.padding[0]),
-            groups=conv.groups,
-        )
-        return out.squeeze(2).transpose(1, 2)
-
-    def forward(
-        self, x: torch.Tensor, pad_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(batch, time, d_model) -> (batch, time, d_model); mask (batch, time)."""
-        y = F.glu(self.pointwise_in(self.norm(x)), dim=-1)
-        y = _zero_padded(y, pad_mask)
-        y = self._depthwise_time_major(y)
-        y = self.pointwise_out(self.activation(self.depthwise_norm(y)))
-        return _zero_padded(self.dropout(y), pad_mask)
-
-
 class HyperConformerLayer(nn.Module):
     """One HyperConformer block (see the module docstring).
 
@@ -169,6 +115,8 @@ class HyperConformerLayer(nn.Module):
         HyperMixing's init, "xavier" (SpeechBrain's) or "head_uniform".
     mixing_dropout : bool
         Apply ``dropout`` to the mixing branch (SpeechBrain does not).
+    mixing_summary : str
+        HyperMixing's ``summary``: "sum" (SpeechBrain's) or "mean".
 
     Example
     -------
@@ -190,12 +138,18 @@ class HyperConformerLayer(nn.Module):
         tied: bool = False,
         mixing_init: str = "xavier",
         mixing_dropout: bool = False,
+        mixing_summary: str = "sum",
     ) -> None:
         super().__init__()
         self.ffn1 = FeedForwardModule(d_model, d_ffn, dropout, activation)
         self.mixing_norm = nn.LayerNorm(d_model)
         self.mixing = HyperMixing(
-            d_model, hypernet_size or d_ffn, nhead, tied=tied, init=mixing_init
+            d_model,
+            hypernet_size or d_ffn,
+            nhead,
+            tied=tied,
+            init=mixing_init,
+            summary=mixing_summary,
         )
         self.mixing_dropout = nn.Dropout(dropout) if mixing_dropout else nn.Identity()
         self.conv = ConvolutionModule(d_model, kernel_size, dropout, activation, bias)
@@ -207,17 +161,38 @@ class HyperConformerLayer(nn.Module):
         x: torch.Tensor,
         pad_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        chunk_size: int | None = None,
     ) -> torch.Tensor:
         """(batch, time, d_model) -> (batch, time, d_model); mask (batch, time).
 
         ``positions`` is the (time, d_model) table for the mixing (computed
-        by the mixing if not given).
+        by the mixing if not given); ``chunk_size`` chunks the encoding
+        (module docstring).
         """
         x = x + 0.5 * self.ffn1(x)
-        mixed = self.mixing(self.mixing_norm(x), pad_mask, positions)
+        mixed = self.mixing(self.mixing_norm(x), pad_mask, positions, chunk_size)
         x = x + self.mixing_dropout(mixed)
-        x = x + self.conv(x, pad_mask)
+        x = x + self.conv(x, pad_mask, chunk_size)
         return self.final_norm(x + 0.5 * self.ffn2(x))
+
+    def stream(
+        self,
+        chunk: torch.Tensor,
+        state: LayerState | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, LayerState]:
+        """One chunk (batch, frames, d_model) of a stream -> its output and
+        the state for the next chunk."""
+        x = chunk + 0.5 * self.ffn1(chunk)
+        mixed, mixing_state = self.mixing.stream(
+            self.mixing_norm(x), state and state.mixing, positions
+        )
+        x = x + self.mixing_dropout(mixed)
+        conv, conv_state = self.conv.stream(x, state and state.conv)
+        x = x + conv
+        return self.final_norm(x + 0.5 * self.ffn2(x)), LayerState(
+            mixing_state, conv_state
+        )
 
 
 class HyperConformerEncoder(nn.Module):
@@ -228,7 +203,7 @@ class HyperConformerEncoder(nn.Module):
     num_layers : int
         Number of blocks.
     d_model, d_ffn, nhead, hypernet_size, kernel_size, dropout, activation,
-    bias, tied, mixing_init, mixing_dropout
+    bias, tied, mixing_init, mixing_dropout, mixing_summary
         As in :class:`HyperConformerLayer`.
 
     Example
@@ -254,6 +229,7 @@ class HyperConformerEncoder(nn.Module):
         tied: bool = False,
         mixing_init: str = "xavier",
         mixing_dropout: bool = False,
+        mixing_summary: str = "sum",
     ) -> None:
         super().__init__()
         self.d_model = d_model
@@ -270,27 +246,79 @@ class HyperConformerEncoder(nn.Module):
                 tied,
                 mixing_init,
                 mixing_dropout,
+                mixing_summary,
             )
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model, eps=1e-6)
 
-    def forward(
-        self, src: torch.Tensor, src_key_padding_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Encode (batch, time, d_model) into (batch, time, d_model).
-
-        ``src_key_padding_mask`` is (batch, time) bool, True at padded frames.
-        """
+    def _check_src(self, src: torch.Tensor) -> None:
         if src.dim() != 3 or src.size(-1) != self.d_model:
             raise ValueError(
                 "HyperConformerEncoder expects input of shape "
                 f"(batch, time, {self.d_model}), got {tuple(src.shape)}"
             )
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        src_key_padding_mask: torch.Tensor | None = None,
+        chunk_size: int | None = None,
+    ) -> torch.Tensor:
+        """Encode (batch, time, d_model) into (batch, time, d_model).
+
+        ``src_key_padding_mask`` is (batch, time) bool, True at padded frames.
+        ``chunk_size`` (frames): chunked encoding, as :meth:`stream` computes
+        it chunk by chunk (module docstring); None: offline.
+        """
+        self._check_src(src)
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size}")
         x = src
         # One float32 table for all blocks, computed per call: no buffer that
         # grows in forward (DDP broadcasts buffers and expects fixed sizes).
-        positions = sinusoidal_encoding(src.size(1), self.d_model, src.device)
+        t = src.size(1)
+        positions = chunk_positions(t, chunk_size or t, self.d_model, src.device)
         for layer in self.layers:
-            x = layer(x, src_key_padding_mask, positions)
+            x = layer(x, src_key_padding_mask, positions, chunk_size)
         return self.norm(x)
+
+    def stream(
+        self, chunk: torch.Tensor, states: list[LayerState] | None = None
+    ) -> tuple[torch.Tensor, list[LayerState]]:
+        """Encode the next chunk of a stream.
+
+        Arguments
+        ---------
+        chunk : torch.Tensor
+            (batch, frames, d_model): one chunk, ``chunk_size`` frames (fewer
+            only at the end of the stream).
+        states : list of LayerState, optional
+            Returned with the previous chunk; None at the start.
+
+        Returns
+        -------
+        out : torch.Tensor
+            (batch, frames, d_model), the chunked pass's outputs for them.
+        states : list of LayerState
+            One per block, of a size that does not grow with the stream.
+
+        Example
+        -------
+        >>> enc = HyperConformerEncoder(num_layers=2, d_model=16, d_ffn=64, nhead=4)
+        >>> x = torch.randn(1, 20, 16)
+        >>> first, states = enc.stream(x[:, :8])
+        >>> second, states = enc.stream(x[:, 8:16], states)
+        >>> last, _ = enc.stream(x[:, 16:], states)
+        >>> chunked = enc(x, chunk_size=8)
+        >>> bool((torch.cat((first, second, last), 1) - chunked).abs().max() < 1e-4)
+        True
+        """
+        self._check_src(chunk)
+        positions = chunk_positions(chunk.size(1), chunk.size(1), self.d_model)
+        positions = positions.to(chunk.device)
+        x, new_states = chunk, []
+        for i, layer in enumerate(self.layers):
+            x, state = layer.stream(x, states[i] if states else None, positions)
+            new_states.append(state)
+        return self.norm(x), new_states

@@ -9,6 +9,13 @@ through :func:`hyperconformer.compat.convert_speechbrain_state_dict`.
 
 Differences that matter: no length cap (positions are computed on demand),
 no (time, time) tensor anywhere, and padding-exact encoding.
+
+Streaming: ``encode`` and ``forward`` take SpeechBrain's
+``DynChunkTrainConfig`` (chunked encoding, as dynamic chunk training samples
+it); ``make_streaming_context`` and ``encode_streaming`` encode a stream chunk
+by chunk with the same outputs and a state that does not grow. The mixing
+always sees the whole past (that is what its constant-size state buys), so a
+finite ``left_context_size`` is refused.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from torch import nn
 from hyperconformer.encoder import HyperConformerEncoder
 from hyperconformer.mixing import HyperMixing
 from hyperconformer.positional import SinusoidalPositions
+from hyperconformer.streaming import EncoderStreamContext, chunk_size_of
 
 __all__ = ["HyperConformerASR", "padding_mask_from_relative_lengths"]
 
@@ -94,7 +102,8 @@ class HyperConformerASR(nn.Module):
     max_length : int, optional
         Ignored: there is no length cap. Accepted for compatibility.
     causal : bool
-        Must be False: the encoder is offline.
+        Must be False: chunked (streaming) encoding is chosen per call
+        (``dynchunktrain_config``), not by building a causal model.
     hypernet_size : int, optional
         HyperMixing hidden size; defaults to ``d_ffn``.
     tied : bool
@@ -106,6 +115,10 @@ class HyperConformerASR(nn.Module):
     mixing_dropout : bool
         Apply ``dropout`` after the mixing branch. SpeechBrain's Conformer
         layer defines that dropout but never applies it (False).
+    mixing_summary : str
+        "sum" (SpeechBrain's) or "mean": HyperMixing's summary divided by the
+        number of frames summed, so that its scale does not grow with a
+        stream (:mod:`hyperconformer.mixing`).
 
     Example
     -------
@@ -142,6 +155,7 @@ class HyperConformerASR(nn.Module):
         tied: bool = False,
         mixing_init: str = "xavier",
         mixing_dropout: bool = False,
+        mixing_summary: str = "sum",
     ) -> None:
         super().__init__()
         if encoder_module != "conformer" or attention_type != "hypermixing":
@@ -150,7 +164,10 @@ class HyperConformerASR(nn.Module):
                 f"encoder_module={encoder_module!r}, attention_type={attention_type!r}"
             )
         if causal:
-            raise ValueError("HyperConformerASR is offline: causal must be False")
+            raise ValueError(
+                "HyperConformerASR: causal must be False (chunked encoding is "
+                "asked per call with dynchunktrain_config)"
+            )
         if positional_encoding not in ("fixed_abs_sine", None):
             raise ValueError(
                 f"positional_encoding must be 'fixed_abs_sine' or None, "
@@ -179,6 +196,7 @@ class HyperConformerASR(nn.Module):
             tied=tied,
             mixing_init=mixing_init,
             mixing_dropout=mixing_dropout,
+            mixing_summary=mixing_summary,
         )
         self.decoder_positions = (
             SinusoidalPositions(d_model) if positional_encoding else None
@@ -231,12 +249,12 @@ class HyperConformerASR(nn.Module):
             x = x + self.decoder_positions(x)
         return x
 
-    def make_streaming_context(self, *args: object, **kwargs: object) -> None:
-        """Streaming is not supported: the encoder mixes the whole utterance.
-
-        Present so SpeechBrain's ``EncoderWrapper`` can wrap this model.
-        """
-        raise NotImplementedError("HyperConformerASR is offline: no streaming")
+    def make_streaming_context(
+        self, dynchunktrain_config: object
+    ) -> EncoderStreamContext:
+        """A fresh stream for :meth:`encode_streaming`, chunked as
+        ``dynchunktrain_config`` (SpeechBrain's ``DynChunkTrainConfig``) says."""
+        return EncoderStreamContext(chunk_size_of(dynchunktrain_config))
 
     def encode(
         self,
@@ -253,23 +271,74 @@ class HyperConformerASR(nn.Module):
             (batch, time, input_size) or (batch, time, freq, channels).
         wav_len : torch.Tensor, optional
             (batch,) lengths relative to ``time``.
-        pad_idx, dynchunktrain_config
-            Accepted for compatibility with ``TransformerASR.encode``; streaming
-            is not supported.
+        pad_idx : int
+            Accepted for compatibility with ``TransformerASR.encode``.
+        dynchunktrain_config : DynChunkTrainConfig, optional
+            Chunked encoding: every frame sees its chunk and all earlier ones.
 
         Returns
         -------
         torch.Tensor
             (batch, time, d_model).
         """
-        if dynchunktrain_config is not None:
-            raise ValueError("HyperConformerASR does not support streaming")
         src = self._check_src(src)
         pad_mask = None
         if wav_len is not None:
             pad_mask = padding_mask_from_relative_lengths(wav_len, src.size(1))
         x = self.input_dropout(self.input_proj(src))
-        return self.encoder(x, pad_mask)
+        return self.encoder(x, pad_mask, chunk_size_of(dynchunktrain_config))
+
+    def encode_streaming(
+        self, src: torch.Tensor, context: EncoderStreamContext
+    ) -> torch.Tensor:
+        """Encode the next chunk of a stream; ``context`` is updated.
+
+        The outputs are those of ``encode`` with the stream's chunk size on
+        the whole input, and the context's size does not grow.
+
+        Arguments
+        ---------
+        src : torch.Tensor
+            (batch, chunk_size, input_size) or (batch, chunk_size, freq,
+            channels); the last chunk of a stream may be shorter.
+        context : EncoderStreamContext
+            From :meth:`make_streaming_context`.
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, frames, d_model).
+
+        Example
+        -------
+        >>> from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+        >>> model = HyperConformerASR(
+        ...     input_size=40, tgt_vocab=30, d_model=32, nhead=4,
+        ...     num_encoder_layers=2, num_decoder_layers=1, d_ffn=64).eval()
+        >>> config = DynChunkTrainConfig(chunk_size=8)
+        >>> src = torch.randn(1, 20, 40)
+        >>> context = model.make_streaming_context(config)
+        >>> chunks = [src[:, i : i + 8] for i in (0, 8, 16)]
+        >>> streamed = torch.cat(
+        ...     [model.encode_streaming(chunk, context) for chunk in chunks], 1)
+        >>> chunked = model.encode(src, dynchunktrain_config=config)
+        >>> bool((streamed - chunked).abs().max() < 1e-4)
+        True
+        """
+        src = self._check_src(src)
+        frames = src.size(1)
+        if context.ended:
+            raise ValueError("this stream has ended: a short chunk was its last")
+        if not 0 < frames <= context.chunk_size:
+            raise ValueError(
+                f"encode_streaming takes chunks of 1 to {context.chunk_size} "
+                f"frames, got {frames}"
+            )
+        x = self.input_dropout(self.input_proj(src))
+        out, context.layers = self.encoder.stream(x, context.layers)
+        context.frames += frames
+        context.ended = frames < context.chunk_size
+        return out
 
     def forward(
         self,
@@ -277,6 +346,7 @@ class HyperConformerASR(nn.Module):
         tgt: torch.Tensor,
         wav_len: torch.Tensor | None = None,
         pad_idx: int = 0,
+        dynchunktrain_config: object | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced forward pass.
 
@@ -290,6 +360,9 @@ class HyperConformerASR(nn.Module):
             (batch,) relative lengths of ``src``.
         pad_idx : int
             Padding id in ``tgt``.
+        dynchunktrain_config : DynChunkTrainConfig, optional
+            Chunked encoding (see ``encode``), as dynamic chunk training
+            samples it.
 
         Returns
         -------
@@ -302,7 +375,11 @@ class HyperConformerASR(nn.Module):
         pad_mask = None
         if wav_len is not None:
             pad_mask = padding_mask_from_relative_lengths(wav_len, src.size(1))
-        encoder_out = self.encoder(self.input_dropout(self.input_proj(src)), pad_mask)
+        encoder_out = self.encoder(
+            self.input_dropout(self.input_proj(src)),
+            pad_mask,
+            chunk_size_of(dynchunktrain_config),
+        )
         decoder_out, _, _ = self.decoder(
             tgt=self._embed_tgt(tgt),
             memory=encoder_out,

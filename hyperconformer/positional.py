@@ -6,6 +6,17 @@ of audio encodes as easily as ten seconds. There is no cached buffer: a buffer
 that grows inside ``forward`` changes size mid-training, which DDP (buffers
 broadcast from rank 0 every step) does not allow, and the table costs far less
 than one encoder layer ((time, d_model) sines, computed once per encoder call).
+
+Streams: in chunked encoding each frame's position counts from the start of
+its chunk (:func:`chunk_positions`), not from the start of the stream.
+Absolute positions grow without bound: after an hour (90,000 encoder frames)
+they would be far past any training utterance (LibriSpeech: under 35 s,
+about 900 frames), the slowest sinusoid (period 2π·10000 ≈ 63,000 frames)
+wraps around, and the hypernetwork would see inputs it never saw in training.
+Chunk positions stay below ``chunk_size``, are the same in training (chunked
+pass) and in a stream, and are the same at the first minute and the sixtieth.
+Offline, positions are absolute as before; one chunk covering the whole input
+gives the offline table.
 """
 
 from __future__ import annotations

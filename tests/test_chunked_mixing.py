@@ -94,12 +94,12 @@ def test_mean_summary_keeps_its_scale_as_the_stream_grows():
         gen = torch.Generator().manual_seed(5)
         state = None
         with torch.no_grad():
-            for _ in range(200):  # 3200 frames, about 2 minutes
+            for _ in range(100):  # 1600 frames, about a minute
                 chunk = torch.randn(1, 16, 48, generator=gen) + offset
                 _, state = mix.stream(chunk, state)
         rms = [p.pow(2).mean().sqrt().item() for p in (pre_norm[0], pre_norm[-1])]
         scale[summary] = rms[1] / rms[0]
-    assert scale["sum"] > 50  # a sum over 200x more frames
+    assert scale["sum"] > 30  # a sum over 100x more frames
     assert 0.5 < scale["mean"] < 2
 
 
