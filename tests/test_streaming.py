@@ -153,3 +153,16 @@ def test_stream_state_does_not_grow(tiny_corpus):
     assert len(sizes) > 80
     assert max(sizes[48:]) <= max(sizes[8:48])
     assert stream.context.layers[0].mixing.count.item() == stream.context.frames
+
+
+def test_a_chunk_comes_out_once_its_audio_has_arrived():
+    model, frontend = model_and_frontend()
+    norm = InputNormalization(norm_type="global").eval()
+    norm.glob_mean, norm.glob_std = torch.zeros(80), torch.ones(80)
+    wav = torch.randn(2, 12000)
+    chunk_samples = 16 * 640  # 16 frames of 40 ms
+    with torch.no_grad():
+        for extra, frames in ((0, 0), (40, 0), (41, 16)):
+            stream = StreamingEncoder(CausalFbank(n_mels=80), norm, frontend, model, 16)
+            out = stream.push(wav[:, : chunk_samples + extra])
+            assert out.shape == (2, frames, SIZES["d_model"])
