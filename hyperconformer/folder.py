@@ -114,6 +114,7 @@ class Allowed:
 ALLOWED: dict[str, Allowed] = {
     "speechbrain.dataio.preprocess.AudioNormalizer": Allowed(),
     "speechbrain.lobes.features.Fbank": Allowed(),
+    "hyperconformer.CausalFbank": Allowed(),
     "speechbrain.processing.features.InputNormalization": Allowed(),
     "hyperconformer.ConvFrontEnd": Allowed(),
     "speechbrain.lobes.models.convolution.ConvolutionFrontEnd": Allowed(),

@@ -93,8 +93,14 @@ class ASR(sb.core.Brain):
         tokens_bos = self.replicate_labels(stage, tokens_bos)
 
         src = self.modules.CNN(feats)
+        # Dynamic chunk training (streaming yamls only): a chunked or offline
+        # encoder per training batch, the yaml's choice for dev and test.
+        chunking = {}
+        sampler = getattr(self.hparams, "dynchunktrain_config_sampler", None)
+        if sampler is not None:
+            chunking["dynchunktrain_config"] = sampler(stage)
         enc_out, dec_out = self.modules.Transformer(
-            src, tokens_bos, wav_lens, pad_idx=self.hparams.pad_index
+            src, tokens_bos, wav_lens, pad_idx=self.hparams.pad_index, **chunking
         )
         p_ctc = self.hparams.log_softmax(self.modules.ctc_lin(enc_out))
         p_seq = self.hparams.log_softmax(self.modules.seq_lin(dec_out))

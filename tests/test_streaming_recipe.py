@@ -1,0 +1,70 @@
+"""The streaming recipe: dynamic chunk training in train.py, and the exported
+model streamed chunk by chunk as one chunked pass encodes it."""
+
+from pathlib import Path
+
+import torch
+from measurement import load_hparams
+from speechbrain.core import Stage
+from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+from test_recipe import (  # noqa: F401 (data_folder is a fixture)
+    HPARAMS,
+    SHORT,
+    SPLITS,
+    TINY_MODEL,
+    data_folder,
+    run_recipe,
+    wer_line,
+)
+
+from hyperconformer import StreamingEncoder
+from hyperconformer.audio import load_audio
+from hyperconformer.folder import load_model_folder
+
+YAML = "hyperconformer_8M_streaming.yaml"
+
+
+def test_sampler_mixes_chunked_and_offline_batches():
+    hp = load_hparams(HPARAMS / YAML, {"output_neurons": 48})
+    sampler = hp["dynchunktrain_config_sampler"]
+    torch.manual_seed(0)
+    configs = [sampler(Stage.TRAIN) for _ in range(200)]
+    chunked = [c for c in configs if c is not None]
+    assert 0.45 < len(chunked) / len(configs) < 0.75  # chunkwise_prob 0.6
+    assert {c.chunk_size for c in chunked} == set(range(8, 33))
+    assert all(c.is_infinite_left_context() for c in chunked)
+    assert sampler(Stage.VALID) is None
+    assert sampler(Stage.TEST) == DynChunkTrainConfig(16)
+
+
+def test_train_export_and_stream_the_exported_model(data_folder, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    run_recipe(
+        YAML,
+        data_folder,
+        out,
+        *SPLITS,
+        *SHORT,
+        *TINY_MODEL,
+        "--number_of_epochs=1",
+        "--optimizer_step_limit=2",
+    )
+    wer_line(out / "wer_test-clean.txt")
+    exported = (out / "model" / "hyperparams.yaml").read_text()
+    assert "hyperconformer.CausalFbank" in exported
+    assert "mixing_summary: mean" in exported
+
+    hp = load_model_folder(out / "model")
+    parts = [hp[k].eval() for k in ("compute_features", "normalizer", "CNN")]
+    model = hp["Transformer"].eval()
+    wav = load_audio(sorted(Path(data_folder, "test-clean").rglob("*.flac"))[0])[None]
+    with torch.no_grad():
+        features, normalizer, cnn = parts
+        feats = normalizer(features(wav), torch.ones(1))
+        whole = model.encode(cnn(feats), None, 0, DynChunkTrainConfig(16))
+        stream = StreamingEncoder(features, normalizer, cnn, model, 16)
+        pieces = [
+            stream.push(wav[:, i : i + 4000]) for i in range(0, wav.size(1), 4000)
+        ]
+        streamed = torch.cat(pieces + [stream.finish()], 1)
+    assert (streamed - whole).abs().max() <= 1e-4
