@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Compute and memory of a long stream through the streaming encoder.
+
+Audio is fed to :class:`hyperconformer.StreamingEncoder` in pieces of
+``--piece-ms`` (default 160 ms, as from a microphone) for ``--minutes``; the
+model is ``hyperconformer_8M_streaming.yaml``'s (sizes read from the yaml,
+freshly initialised: compute and memory do not depend on the weights), or an
+exported model folder with ``--model``. Global normalisation statistics of a
+fresh model come from the first minute. The audio is noise shaped like speech
+(bursts and pauses); its content does not change compute or memory.
+
+At each reported minute: the real-time factor so far (process CPU time or
+wall time per second of audio, ``--clock``), the resident memory of the
+process (``VmRSS``) and the bytes of the stream's state.
+
+``--training`` measures instead what chunked encoding costs in training:
+front-end and encoder forward and backward on a batch of 4 utterances of
+15 s (random features), offline and in chunks of 32, 16 and 8 frames (the
+median of 3 after a warm-up).
+
+Usage::
+
+    python tools/streaming_benchmark.py                      # 60 min, 1 thread
+    python tools/streaming_benchmark.py --minutes 5 --threads 2 --clock wall
+    python tools/streaming_benchmark.py --training
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+from measurement import HPARAMS_DIR, load_hparams
+
+from hyperconformer import StreamingEncoder
+
+SAMPLE_RATE = 16000
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process, in MiB."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def speechlike(seconds: float, generator: torch.Generator) -> torch.Tensor:
+    """(1, samples) noise in 0.2-2 s bursts separated by 0.1-0.6 s pauses."""
+    pieces, total = [], int(seconds * SAMPLE_RATE)
+    while sum(p.numel() for p in pieces) < total:
+        burst = int(SAMPLE_RATE * (0.2 + 1.8 * torch.rand(1, generator=generator)))
+        pause = int(SAMPLE_RATE * (0.1 + 0.5 * torch.rand(1, generator=generator)))
+        pieces.append(0.1 * torch.randn(burst, generator=generator))
+        pieces.append(torch.zeros(pause))
+    return torch.cat(pieces)[:total][None]
+
+
+def build(args: argparse.Namespace) -> tuple[dict, torch.Tensor]:
+    """The model's modules and the first minute of audio."""
+    generator = torch.Generator().manual_seed(0)
+    first_minute = speechlike(60, generator)
+    if args.model:
+        from hyperconformer.folder import load_model_folder
+
+        hp = load_model_folder(args.model)
+        return {**hp, "normalize": hp["normalizer"]}, first_minute
+    hp = load_hparams(HPARAMS_DIR / "hyperconformer_8M_streaming.yaml")
+    norm = hp["normalize"]
+    norm(hp["compute_features"](first_minute), torch.ones(1))
+    return hp, first_minute
+
+
+def training_cost(timer) -> None:
+    """Forward + backward time of chunked against offline encoding."""
+    from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+
+    hp = load_hparams(HPARAMS_DIR / "hyperconformer_8M_streaming.yaml")
+    cnn, model = hp["CNN"].train(), hp["Transformer"].train()
+    feats = torch.randn(4, 1500, 80, generator=torch.Generator().manual_seed(0))
+    lens = torch.tensor([1.0, 0.9, 0.8, 0.7])
+    print("| encoding | forward + backward (s) |")
+    print("|:---|---:|")
+    for chunk in (None, 32, 16, 8):
+        config = None if chunk is None else DynChunkTrainConfig(chunk)
+        times = []
+        for _ in range(4):
+            start = timer()
+            model.encode(cnn(feats), lens, 0, config).square().mean().backward()
+            times.append(timer() - start)
+        name = "offline" if chunk is None else f"chunks of {chunk}"
+        print(f"| {name} | {sorted(times[1:])[1]:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--chunk", type=int, default=16, help="encoder frames")
+    parser.add_argument("--piece-ms", type=int, default=160)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    parser.add_argument("--model", help="an exported model folder")
+    parser.add_argument("--training", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    timer = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.training:
+        training_cost(timer)
+        return
+    hp, first_minute = build(args)
+    modules = [hp[k].eval() for k in ("compute_features", "normalize", "CNN")]
+    model = hp["Transformer"].eval()
+    stream = StreamingEncoder(*modules, model, args.chunk)
+    piece = SAMPLE_RATE * args.piece_ms // 1000
+    generator = torch.Generator().manual_seed(1)
+    report = {1, 5, 10, 20, 30, 40, 50, 60} | {math.ceil(args.minutes)}
+    print(
+        f"chunk {args.chunk} frames ({args.chunk * 40} ms), pieces of "
+        f"{args.piece_ms} ms, {args.threads} thread(s), {args.clock} clock"
+    )
+    print("| minute | RTF so far | RSS (MiB) | stream state (KiB) |")
+    print("|---:|---:|---:|---:|")
+    spent, frames = 0.0, 0
+    with torch.inference_mode():
+        for minute in range(1, math.ceil(args.minutes) + 1):
+            audio = first_minute if minute == 1 else speechlike(60, generator)
+            start = timer()
+            for i in range(0, audio.size(1), piece):
+                frames += stream.push(audio[:, i : i + piece]).size(1)
+            spent += timer() - start
+            if minute in report:
+                print(
+                    f"| {minute} | {spent / (60 * minute):.4f} | {rss_mb():.1f} | "
+                    f"{stream.state_bytes() / 1024:.1f} |"
+                )
+        frames += stream.finish().size(1)
+    print(f"{frames} encoder frames in {spent:.1f} s ({args.clock})")
+
+
+if __name__ == "__main__":
+    main()
