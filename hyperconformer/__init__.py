@@ -11,6 +11,7 @@ from hyperconformer.joint_search import JointBeamSearcher
 from hyperconformer.longform import Word
 from hyperconformer.mixing import HyperMixing
 from hyperconformer.model import HyperConformerASR
+from hyperconformer.pauses import find_pauses, keep_out_of_pauses
 from hyperconformer.positional import SinusoidalPositions, sinusoidal_encoding
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "ModelFolderError",
     "SinusoidalPositions",
     "convert_speechbrain_state_dict",
+    "find_pauses",
+    "keep_out_of_pauses",
     "sinusoidal_encoding",
     "FileResult",
     "Transcriber",
