@@ -16,6 +16,7 @@ from hyperconformer.joint_search import JointBeamSearcher
 from hyperconformer.longform import Word
 from hyperconformer.mixing import HyperMixing, MixingState
 from hyperconformer.model import HyperConformerASR
+from hyperconformer.pauses import find_pauses, keep_out_of_pauses
 from hyperconformer.positional import (
     SinusoidalPositions,
     chunk_positions,
@@ -40,6 +41,8 @@ __all__ = [
     "StreamingEncoder",
     "chunk_positions",
     "convert_speechbrain_state_dict",
+    "find_pauses",
+    "keep_out_of_pauses",
     "sinusoidal_encoding",
     "FileResult",
     "Transcriber",

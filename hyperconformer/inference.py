@@ -25,6 +25,7 @@ from hyperconformer.longform import (
     decode_in_windows,
     token_words,
 )
+from hyperconformer.pauses import find_pauses, keep_out_of_pauses
 from hyperconformer.search import build_searcher, ctc_decode, ctc_prefix_searcher
 
 __all__ = ["FileResult", "Transcriber"]
@@ -37,7 +38,8 @@ class FileResult:
     ``decoding_time`` is the wall time of the batch that decoded the file,
     shared among the batch's files in proportion to their duration.
     ``words`` (when asked for) holds each word's start and end in seconds
-    from the start of the file, from the CTC alignment of the transcript.
+    from the start of the file, from the CTC alignment of the transcript
+    kept out of the pauses of the audio (see :mod:`hyperconformer.pauses`).
     """
 
     file: str
@@ -88,6 +90,9 @@ class Transcriber:
         computes exactly only what can change the result); "partial" scores
         only the ``2 x beam`` best attention candidates of each hypothesis,
         as SpeechBrain's ``partial_scorers`` (a different search).
+    word_pauses : bool
+        Keep timed words out of the pauses of the audio
+        (:mod:`hyperconformer.pauses`); False gives the CTC alignment alone.
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class Transcriber:
         overlap_seconds: float = 5.0,
         batch_size: int = 8,
         ctc_scoring: str = "full",
+        word_pauses: bool = True,
     ) -> None:
         if beam_size is not None and beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
@@ -130,6 +136,7 @@ class Transcriber:
                 f"ctc_scoring must be 'full' or 'partial', got {ctc_scoring!r}"
             )
         self.ctc_scoring = ctc_scoring
+        self.word_pauses = word_pauses
         self.decoder = hparams["decoder"]
         if not ctc_only:
             self.decoder = build_searcher(
@@ -239,17 +246,24 @@ class Transcriber:
                 self.blank_index,
                 self._prefix_searcher,
             )
-            return [_Hyp(text, words if timed else None) for text, words in rows]
-
-        hyps: list[_Hyp] = []
-        token_seqs, _, _, _ = self.decoder(enc, wav_lens)
-        for i, tokens in enumerate(token_seqs):
-            tokens = [int(t) for t in tokens]
-            words = None
-            if timed:
-                spans = ctc_spans(log_probs[i, : enc_lens[i]], tokens, self.blank_index)
-                words = token_words(self.tokenizer, tokens, spans, frame_seconds)
-            hyps.append(_Hyp(self.tokenizer.decode_ids(tokens), words))
+            hyps = [_Hyp(text, words if timed else None) for text, words in rows]
+        else:
+            hyps = []
+            token_seqs, _, _, _ = self.decoder(enc, wav_lens)
+            for i, tokens in enumerate(token_seqs):
+                tokens = [int(t) for t in tokens]
+                words = None
+                if timed:
+                    lp = log_probs[i, : enc_lens[i]]
+                    spans = ctc_spans(lp, tokens, self.blank_index)
+                    words = token_words(self.tokenizer, tokens, spans, frame_seconds)
+                hyps.append(_Hyp(self.tokenizer.decode_ids(tokens), words))
+        if timed and self.word_pauses:
+            # The alignment, kept out of the silences of each row's audio.
+            lengths = torch.round(wav_lens * wavs.size(1)).long().tolist()
+            for hyp, wav, n in zip(hyps, wavs, lengths, strict=True):
+                pauses = find_pauses(wav[:n], self.sample_rate)
+                hyp.words = keep_out_of_pauses(hyp.words, pauses)
         return hyps
 
     def _transcribe_long(self, wav: torch.Tensor) -> _Hyp:

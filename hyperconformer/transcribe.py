@@ -19,7 +19,8 @@ Output formats (stdout):
     A list of objects with ``file``, ``transcript``, ``duration`` (seconds),
     ``decoding_time`` (seconds), ``error`` (null unless it failed) and
     ``words``: ``{"word", "start", "end"}`` objects, times in seconds from the
-    start of the file (from the CTC alignment of the transcript).
+    start of the file (from the CTC alignment of the transcript, kept out of
+    the pauses of the audio).
 ``csv``
     The same fields but the words, with a header row.
 ``srt``, ``vtt``
