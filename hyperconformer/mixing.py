@@ -219,7 +219,7 @@ class HyperMixing(nn.Module):
         summary = w2[:, 0].transpose(1, 2).unsqueeze(1) @ gram  # (h, n, k, f)
         summary = summary + b2[:, 0, None, :, None] * colsum
         if self.summary == "mean":
-            summary = summary / count.clamp(min=1).view(1, -1, 1, 1)
+            summary = summary / count.clamp(min=1).view(1, -1, 1, 1).to(summary.dtype)
         return F.gelu(summary)
 
     def _read_out(self, feats: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
@@ -263,10 +263,10 @@ class HyperMixing(nn.Module):
             valid = F.pad(valid, (0, tail))
         feats = feats.reshape(h, g, b * n, chunk_size, f)
         chunked = heads.reshape(h, b * n, chunk_size, f)
-        # Per-chunk A1ᵀX and colsum(X), then running sums over chunks: chunk c
-        # sees chunks 0..c, at the cost of one (f x f) matrix per chunk.
-        gram = (feats[:, 0].transpose(2, 3) @ chunked).view(h, b, n, f, f)
-        colsum = chunked.sum(2, keepdim=True).view(h, b, n, 1, f)
+        # Per-chunk A1ᵀX and colsum(X), then running sums over chunks (chunk c
+        # sees chunks 0..c), in float32 whatever the compute dtype.
+        gram = (feats[:, 0].transpose(2, 3) @ chunked).float().view(h, b, n, f, f)
+        colsum = chunked.sum(2, keepdim=True).float().view(h, b, n, 1, f)
         count = valid.view(b, n, chunk_size).sum(2)
         if state is not None:  # the earlier chunks of a stream, carried
             gram = torch.cat((state.gram.unsqueeze(2), gram), 2)
@@ -276,8 +276,8 @@ class HyperMixing(nn.Module):
         if state is not None:
             gram, colsum, count = gram[:, :, 1:], colsum[:, :, 1:], count[:, 1:]
         summary = self._summarise(
-            gram.reshape(h, b * n, f, f),
-            colsum.reshape(h, b * n, 1, f),
+            gram.reshape(h, b * n, f, f).to(feats.dtype),
+            colsum.reshape(h, b * n, 1, f).to(feats.dtype),
             count.reshape(b * n),
         )
         out = self._read_out(feats[:, g - 1], summary).view(h, b, n * chunk_size, f)
@@ -345,7 +345,7 @@ class HyperMixing(nn.Module):
         # The hypernetwork sees where each token is; the mixed values do not.
         feats = self._generator_features(x + positions.to(x.dtype))  # (h,g,b,t,f)
         heads = x.reshape(b, t, h, f).permute(2, 0, 1, 3)  # (h, b, t, f)
-        valid = torch.ones(b, t, dtype=x.dtype, device=x.device)
+        valid = torch.ones(b, t, device=x.device)  # float32: a count
         if key_padding_mask is not None:
             valid = valid.masked_fill(key_padding_mask, 0.0)
         if chunk_size is not None:
@@ -403,6 +403,6 @@ class HyperMixing(nn.Module):
             positions = chunk_positions(t, t, self.d_model, chunk.device)
         feats = self._generator_features(chunk + positions.to(chunk.dtype))
         heads = chunk.reshape(b, t, h, f).permute(2, 0, 1, 3)
-        valid = torch.ones(b, t, dtype=chunk.dtype, device=chunk.device)
+        valid = torch.ones(b, t, device=chunk.device)
         out, state = self._chunks(feats, heads, valid, t, state)
         return self._merge_heads(out), state
