@@ -16,7 +16,9 @@ The folder holds four files:
 
     - ``sample_rate``, ``bos_index``, ``eos_index``, ``blank_index``,
       ``beam_size``, ``ctc_weight``, ``min_decode_ratio``, ``max_decode_ratio``,
-      ``temperature``: plain values.
+      ``temperature``: plain values; ``streaming_chunk_size``: the encoder
+      frames per chunk a streaming model was trained for (null: offline),
+      read by :meth:`hyperconformer.StreamingEncoder.from_model_folder`.
     - ``compute_features`` (fbank), ``normalizer`` (global
       ``InputNormalization``), ``CNN`` (front-end), ``Transformer`` (the
       encoder-decoder), ``ctc_lin``, ``seq_lin``: copied from the training
@@ -51,7 +53,8 @@ The training yaml must name its modules ``compute_features``, ``normalize``,
 ``CNN``, ``Transformer``, ``ctc_lin`` and ``seq_lin``, and may set
 ``sample_rate``, ``bos_index``, ``eos_index``, ``blank_index``,
 ``test_beam_size``, ``ctc_weight_decode``, ``min_decode_ratio``,
-``max_decode_ratio`` and ``temperature`` (defaults below); with an LM also
+``max_decode_ratio``, ``temperature`` and ``streaming_chunk_size`` (defaults
+below); with an LM also
 ``lm_model`` (``!name:`` SpeechBrain's ``TransformerLM``), ``lm_weight`` and
 ``lm_scorer``'s ``temperature``.
 """
@@ -92,6 +95,8 @@ VALUES = {
     "min_decode_ratio": ("min_decode_ratio", 0.0),
     "max_decode_ratio": ("max_decode_ratio", 1.0),
     "temperature": ("temperature", 1.0),
+    # Encoder frames per chunk the model was trained to stream (null: offline).
+    "streaming_chunk_size": ("streaming_chunk_size", None),
 }
 
 _ENCODER_WRAPPER = "speechbrain.lobes.models.transformer.TransformerASR.EncoderWrapper"

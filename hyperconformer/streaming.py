@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -207,6 +208,30 @@ class StreamingEncoder:
         self.peak: torch.Tensor | None = None  # running maximum of the features
         self.pending: torch.Tensor | None = None  # front-end frames not encoded
         self.empty = torch.zeros(1, 0, model.d_model)  # no frames, batch shape
+
+    @classmethod
+    def from_model_folder(
+        cls, folder: str | Path, chunk_size: int | None = None
+    ) -> StreamingEncoder:
+        """A stream of an exported model folder, in the chunks it was trained
+        for (its ``streaming_chunk_size``) unless ``chunk_size`` is given.
+
+        Example
+        -------
+        >>> stream = StreamingEncoder.from_model_folder("model")  # doctest: +SKIP
+        """
+        from hyperconformer.folder import ModelFolderError, load_model_folder
+
+        hparams = load_model_folder(folder)
+        chunk_size = chunk_size or hparams.get("streaming_chunk_size")
+        if not chunk_size:
+            raise ModelFolderError(
+                f"{folder}: not trained for streaming (no streaming_chunk_size); "
+                "give a chunk_size to stream it anyway"
+            )
+        modules = [hparams[k].eval() for k in ("compute_features", "normalizer")]
+        cnn, model = hparams["CNN"].eval(), hparams["Transformer"].eval()
+        return cls(*modules, cnn, model, int(chunk_size))
 
     def _features(self, log_mel: torch.Tensor | None) -> torch.Tensor | None:
         if log_mel is None:

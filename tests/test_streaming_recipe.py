@@ -3,6 +3,7 @@ model streamed chunk by chunk as one chunked pass encodes it."""
 
 from pathlib import Path
 
+import pytest
 import torch
 from measurement import load_hparams
 from speechbrain.core import Stage
@@ -19,7 +20,7 @@ from test_recipe import (  # noqa: F401 (data_folder is a fixture)
 
 from hyperconformer import StreamingEncoder
 from hyperconformer.audio import load_audio
-from hyperconformer.folder import load_model_folder
+from hyperconformer.folder import ModelFolderError, load_model_folder
 
 YAML = "hyperconformer_8M_streaming.yaml"
 
@@ -54,17 +55,38 @@ def test_train_export_and_stream_the_exported_model(data_folder, tmp_path):  # n
     assert "hyperconformer.CausalFbank" in exported
     assert "mixing_summary: mean" in exported
 
+    assert "streaming_chunk_size: 16" in exported
+
     hp = load_model_folder(out / "model")
-    parts = [hp[k].eval() for k in ("compute_features", "normalizer", "CNN")]
-    model = hp["Transformer"].eval()
+    features, normalizer, cnn = (
+        hp[k] for k in ("compute_features", "normalizer", "CNN")
+    )
     wav = load_audio(sorted(Path(data_folder, "test-clean").rglob("*.flac"))[0])[None]
+    stream = StreamingEncoder.from_model_folder(out / "model")
     with torch.no_grad():
-        features, normalizer, cnn = parts
-        feats = normalizer(features(wav), torch.ones(1))
-        whole = model.encode(cnn(feats), None, 0, DynChunkTrainConfig(16))
-        stream = StreamingEncoder(features, normalizer, cnn, model, 16)
+        feats = normalizer.eval()(features(wav), torch.ones(1))
+        model = hp["Transformer"].eval()
+        whole = model.encode(cnn.eval()(feats), None, 0, DynChunkTrainConfig(16))
         pieces = [
             stream.push(wav[:, i : i + 4000]) for i in range(0, wav.size(1), 4000)
         ]
         streamed = torch.cat(pieces + [stream.finish()], 1)
     assert (streamed - whole).abs().max() <= 1e-4
+
+
+def test_an_offline_model_folder_needs_a_chunk_size(data_folder, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    run_recipe(
+        "hyperconformer_8M.yaml",
+        data_folder,
+        out,
+        *SPLITS[:2],
+        *SHORT,
+        *TINY_MODEL,
+        "--number_of_epochs=1",
+        "--optimizer_step_limit=1",
+        "--test_splits=[]",
+    )
+    assert load_model_folder(out / "model")["streaming_chunk_size"] is None
+    with pytest.raises(ModelFolderError, match="not trained for streaming"):
+        StreamingEncoder.from_model_folder(out / "model")
