@@ -134,7 +134,7 @@ class ConvolutionModule(nn.Module):
         if chunk_size is None:
             y = self._depthwise_time_major(y)
         else:
-            y = self._depthwise_chunked(y, chunk_size)
+            y = self._depthwise_chunked(y, min(chunk_size, y.size(1)))
         return self._after_depthwise(y, pad_mask)
 
     def stream(

@@ -349,7 +349,8 @@ class HyperMixing(nn.Module):
         if key_padding_mask is not None:
             valid = valid.masked_fill(key_padding_mask, 0.0)
         if chunk_size is not None:
-            out, _ = self._chunks(feats, heads, valid, chunk_size, None)
+            # A chunk longer than the input is the input: no padding to its size.
+            out, _ = self._chunks(feats, heads, valid, min(chunk_size, t), None)
             return self._merge_heads(out)
         gram = feats[:, 0].transpose(2, 3) @ heads  # (h, b, f, f)
         summary = self._summarise(gram, heads.sum(2, keepdim=True), valid.sum(1))

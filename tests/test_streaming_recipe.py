@@ -4,6 +4,7 @@ model streamed chunk by chunk as one chunked pass encodes it."""
 from pathlib import Path
 
 import pytest
+import streaming_wer
 import torch
 from measurement import load_hparams
 from speechbrain.core import Stage
@@ -72,6 +73,31 @@ def test_train_export_and_stream_the_exported_model(data_folder, tmp_path):  # n
         ]
         streamed = torch.cat(pieces + [stream.finish()], 1)
     assert (streamed - whole).abs().max() <= 1e-4
+
+    # WER offline and chunked from the same weights; one chunk longer than
+    # any utterance is the offline encoder.
+    split = str(Path(data_folder, "test-clean"))
+    for decoding in ([], ["--ctc-only"]):
+        results = streaming_wer.main(
+            [
+                "--model",
+                str(out / "model"),
+                "--split",
+                split,
+                "--chunks",
+                "16",
+                "100000",
+            ]
+            + decoding
+        )
+        assert list(results) == [
+            "offline",
+            "chunks of 16 (640 ms)",
+            "chunks of 100000 (4000000 ms)",
+        ]
+        offline, _, whole = (r["hyps"] for r in results.values())
+        assert whole == offline
+        assert all(0 <= r["wer"] for r in results.values())
 
 
 def test_an_offline_model_folder_needs_a_chunk_size(data_folder, tmp_path):  # noqa: F811
