@@ -188,6 +188,11 @@ class StreamingEncoder:
                 "streaming needs InputNormalization(norm_type='global'), got "
                 f"norm_type={getattr(normalize, 'norm_type', None)!r}"
             )
+        if normalize.training:
+            raise ValueError(
+                "the normalizer is in training mode and would update its "
+                "statistics with the stream: call .eval() on it"
+            )
         stft = features.compute_STFT.get_filter_properties()
         hop = stft.stride
         self.features, self.normalize, self.model = features, normalize, model

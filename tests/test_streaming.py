@@ -100,6 +100,11 @@ def test_streaming_config_errors():
         StreamingEncoder(
             CausalFbank(n_mels=80), norm, model_and_frontend()[1], model, 8
         )
+    training = InputNormalization(norm_type="global")
+    with pytest.raises(ValueError, match="normalizer is in training mode"):
+        StreamingEncoder(
+            CausalFbank(n_mels=80), training, model_and_frontend()[1], model, 8
+        )
     with pytest.raises(ValueError, match="needs CausalFbank"):
         StreamingEncoder(Fbank(n_mels=80), norm, model_and_frontend()[1], model, 8)
 
