@@ -13,6 +13,7 @@ from hyperconformer.mixing import HyperMixing
 from hyperconformer.model import HyperConformerASR
 from hyperconformer.pauses import find_pauses, keep_out_of_pauses
 from hyperconformer.positional import SinusoidalPositions, sinusoidal_encoding
+from hyperconformer.segmentation import decode_segments, pause_segments
 
 __all__ = [
     "AtomicCheckpointer",
@@ -25,8 +26,10 @@ __all__ = [
     "ModelFolderError",
     "SinusoidalPositions",
     "convert_speechbrain_state_dict",
+    "decode_segments",
     "find_pauses",
     "keep_out_of_pauses",
+    "pause_segments",
     "sinusoidal_encoding",
     "FileResult",
     "Transcriber",
