@@ -6,7 +6,8 @@ Test utterances of a LibriSpeech-format split are joined, in a fixed order,
 with a pause between them into one recording of at least ``--minutes``; the
 recording is transcribed with one :meth:`Transcriber.transcribe_batch` call
 (cut at its pauses, or with ``--long-form windows`` in overlapping windows
-stitched by time) and scored against the joined reference transcripts.  The same utterances decoded one by one give the baseline WER.
+stitched by time) and scored against the joined reference transcripts.
+The same utterances decoded one by one give the baseline WER.
 Both for joint CTC/attention and for CTC-only decoding, plus groups of three
 utterances joined into one recording that fits a single window (no
 stitching: does the model itself lose words across a pause?).
@@ -187,6 +188,7 @@ def evaluate(
     modes: Sequence[str] = ("joint", "ctc"),
     device: str = "cpu",
     long_form: str = "pauses",
+    chunk_seconds: float | None = None,
 ) -> dict:
     """Every row of the report (see the module docstring)."""
     from hyperconformer import Transcriber
@@ -203,7 +205,11 @@ def evaluate(
     }
     for mode in modes:
         asr = Transcriber.from_pretrained(
-            model, device=device, ctc_only=mode == "ctc", long_form=long_form
+            model,
+            device=device,
+            ctc_only=mode == "ctc",
+            long_form=long_form,
+            **({"chunk_seconds": chunk_seconds} if chunk_seconds else {}),
         )
         window_s = asr.chunk_seconds
         row: dict = {}
@@ -297,6 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="pauses",
         help="how the Transcriber cuts the long recording (default: pauses)",
     )
+    parser.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=None,
+        help="longest piece decoded in one pass (default: the Transcriber's)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -313,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         modes=args.modes,
         device=args.device,
         long_form=args.long_form,
+        chunk_seconds=args.chunk_seconds,
     )
     report["threads"] = torch.get_num_threads()
     print(format_report(report))
