@@ -110,7 +110,7 @@ class Transcriber:
         beam_size: int | None = None,
         ctc_weight: float | None = None,
         ctc_only: bool = False,
-        chunk_seconds: float | None = 30.0,
+        chunk_seconds: float | None = 20.0,
         overlap_seconds: float = 5.0,
         batch_size: int = 8,
         ctc_scoring: str = "full",

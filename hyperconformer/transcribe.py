@@ -105,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--chunk-seconds",
         type=float,
-        default=30.0,
+        default=20.0,
         help="longer files are decoded in pieces of at most this length; "
-        "0 decodes every file in one pass (default: 30)",
+        "0 decodes every file in one pass (default: 20)",
     )
     parser.add_argument(
         "--long-form",
