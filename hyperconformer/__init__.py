@@ -22,6 +22,7 @@ from hyperconformer.positional import (
     chunk_positions,
     sinusoidal_encoding,
 )
+from hyperconformer.segmentation import decode_segments, pause_segments
 from hyperconformer.streaming import EncoderStreamContext, StreamingEncoder
 
 __all__ = [
@@ -41,8 +42,10 @@ __all__ = [
     "StreamingEncoder",
     "chunk_positions",
     "convert_speechbrain_state_dict",
+    "decode_segments",
     "find_pauses",
     "keep_out_of_pauses",
+    "pause_segments",
     "sinusoidal_encoding",
     "FileResult",
     "Transcriber",

@@ -3,9 +3,10 @@
 A model folder (see :mod:`hyperconformer.folder`) also loads with
 SpeechBrain's stock ``EncoderDecoderASR`` and transcribes the same.
 :class:`Transcriber` adds what the stock class lacks: safe loading, CTC-only
-decoding, decoding settings at load time, long recordings (in overlapping
-windows, see :mod:`hyperconformer.longform`; measured in
-``docs/benchmarks_longform.md``) and per-file errors.
+decoding, decoding settings at load time, long recordings (cut at pauses,
+see :mod:`hyperconformer.segmentation`, or in overlapping windows, see
+:mod:`hyperconformer.longform`; measured in ``docs/benchmarks_longform.md``)
+and per-file errors.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hyperconformer.longform import (
 )
 from hyperconformer.pauses import find_pauses, keep_out_of_pauses
 from hyperconformer.search import build_searcher, ctc_decode, ctc_prefix_searcher
+from hyperconformer.segmentation import decode_segments, pause_segments
 
 __all__ = ["FileResult", "Transcriber"]
 
@@ -76,10 +78,16 @@ class Transcriber:
     ctc_only : bool
         Decode with the CTC head alone (fast).
     chunk_seconds : float, optional
-        Longer inputs are transcribed in overlapping windows of this length;
-        None or 0 transcribes every input in one pass.
+        Longer inputs are transcribed in pieces of at most this length; None
+        or 0 transcribes every input in one pass.
     overlap_seconds : float
-        Least overlap between neighbouring windows.
+        Least overlap between neighbouring windows (``long_form="windows"``).
+    long_form : str
+        How longer inputs are cut: "pauses" (default) cuts them in their
+        pauses and decodes each piece like an utterance
+        (:func:`~hyperconformer.segmentation.pause_segments`); "windows"
+        decodes equally spaced overlapping windows and stitches them by time
+        (:func:`~hyperconformer.longform.decode_in_windows`).
     batch_size : int
         Windows decoded together for long inputs (files per batch in
         :meth:`transcribe_files`).
@@ -102,11 +110,12 @@ class Transcriber:
         beam_size: int | None = None,
         ctc_weight: float | None = None,
         ctc_only: bool = False,
-        chunk_seconds: float | None = 30.0,
+        chunk_seconds: float | None = 20.0,
         overlap_seconds: float = 5.0,
         batch_size: int = 8,
         ctc_scoring: str = "full",
         word_pauses: bool = True,
+        long_form: str = "pauses",
     ) -> None:
         if beam_size is not None and beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
@@ -130,6 +139,11 @@ class Transcriber:
         self.batch_size = batch_size
         self.chunk_seconds = chunk_seconds or None
         self.overlap_seconds = overlap_seconds
+        if long_form not in ("pauses", "windows"):
+            raise ValueError(
+                f"long_form must be 'pauses' or 'windows', got {long_form!r}"
+            )
+        self.long_form = long_form
         self.beam_size = beam_size
         if ctc_scoring not in ("full", "partial"):
             raise ValueError(
@@ -267,8 +281,19 @@ class Transcriber:
         return hyps
 
     def _transcribe_long(self, wav: torch.Tensor) -> _Hyp:
-        """(samples,) signal longer than a window -> text and words, by
-        stitched windows."""
+        """(samples,) signal longer than ``chunk_seconds`` -> text and
+        words, from pieces cut at pauses or from stitched windows."""
+        if self.long_form == "pauses":
+            words = decode_segments(
+                wav,
+                pause_segments(wav, self.sample_rate, self.chunk_seconds),
+                lambda batch, lens: [
+                    hyp.words for hyp in self._decode(batch, lens, timed=True)
+                ],
+                self.batch_size,
+                self.sample_rate,
+            )
+            return _Hyp(" ".join(w.text for w in words), words)
         words = decode_in_windows(
             wav,
             lambda batch: [

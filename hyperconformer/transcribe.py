@@ -105,15 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--chunk-seconds",
         type=float,
-        default=30.0,
-        help="longer files are decoded in overlapping windows of this length; "
-        "0 decodes every file in one pass (default: 30)",
+        default=20.0,
+        help="longer files are decoded in pieces of at most this length; "
+        "0 decodes every file in one pass (default: 20)",
+    )
+    parser.add_argument(
+        "--long-form",
+        choices=("pauses", "windows"),
+        default="pauses",
+        help="how longer files are cut: in their pauses, each piece decoded "
+        "like an utterance, or in overlapping windows stitched by time "
+        "(default: pauses)",
     )
     parser.add_argument(
         "--overlap-seconds",
         type=float,
         default=5.0,
-        help="least overlap between windows (default: 5)",
+        help="least overlap between windows, with --long-form windows (default: 5)",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar on stderr"
@@ -182,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctc_only=args.ctc_only,
             chunk_seconds=args.chunk_seconds or None,
             overlap_seconds=args.overlap_seconds,
+            long_form=args.long_form,
             batch_size=args.batch_size,
             ctc_scoring=args.ctc_scoring,
         )

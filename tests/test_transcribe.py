@@ -435,7 +435,12 @@ def test_stitching_recovers_a_known_timeline(model_dir, monkeypatch):
     """Windows see the true words, garbled where a window edge cuts them and
     with jittered times; the stitched transcript is the true one."""
     asr = Transcriber.from_pretrained(
-        model_dir, ctc_only=True, chunk_seconds=10.0, overlap_seconds=2.0, batch_size=3
+        model_dir,
+        ctc_only=True,
+        chunk_seconds=10.0,
+        overlap_seconds=2.0,
+        batch_size=3,
+        long_form="windows",
     )
     truth = [Word(f"w{i}", 0.5 * i + 0.1, 0.5 * i + 0.4) for i in range(190)]
     rng = np.random.default_rng(0)

@@ -302,8 +302,9 @@ def dataio_prepare(hparams, tokenizer):
     """Train/dev/test datasets with their audio and text pipelines."""
     data_folder = hparams["data_folder"]
     train_data = load_csvs(split_csvs(hparams, "train_splits"), data_folder)
+    longest = hparams["avoid_if_longer_than"]
     train_data = train_data.filtered_sorted(
-        key_max_value={"duration": hparams["avoid_if_longer_than"]},
+        key_max_value={} if longest is None else {"duration": longest},
         sort_key=None if hparams["sorting"] == "random" else "duration",
         reverse=hparams["sorting"] == "descending",
     )
@@ -359,7 +360,8 @@ def dataio_prepare(hparams, tokenizer):
             num_buckets=hparams["num_buckets"],
             length_func=lambda x: x["duration"],
             shuffle=True,
-            batch_ordering="random",
+            # "ascending": short batches first in every epoch (a curriculum).
+            batch_ordering=hparams["sorting"],
             max_batch_ex=hparams["max_batch_ex"],
         )
     else:
