@@ -254,7 +254,13 @@ class HyperConformerASR(nn.Module):
     ) -> EncoderStreamContext:
         """A fresh stream for :meth:`encode_streaming`, chunked as
         ``dynchunktrain_config`` (SpeechBrain's ``DynChunkTrainConfig``) says."""
-        return EncoderStreamContext(chunk_size_of(dynchunktrain_config))
+        chunk_size = chunk_size_of(dynchunktrain_config)
+        if chunk_size is None or chunk_size < 1:
+            raise ValueError(
+                "make_streaming_context needs a DynChunkTrainConfig with a "
+                f"positive chunk_size, got {dynchunktrain_config!r}"
+            )
+        return EncoderStreamContext(chunk_size)
 
     def encode(
         self,

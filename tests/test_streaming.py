@@ -89,6 +89,8 @@ def test_streaming_config_errors():
     model, _ = model_and_frontend()
     with pytest.raises(ValueError, match="left_context_size must be None"):
         model.encode(torch.randn(1, 20, 160), None, 0, DynChunkTrainConfig(8, 4))
+    with pytest.raises(ValueError, match="needs a DynChunkTrainConfig"):
+        model.make_streaming_context(None)
     context = model.make_streaming_context(DynChunkTrainConfig(8))
     with pytest.raises(ValueError, match="chunks of 1 to 8 frames, got 9"):
         model.encode_streaming(torch.randn(1, 9, 160), context)
