@@ -8,11 +8,13 @@ from hyperconformer.encoder import (
     HyperConformerLayer,
     LayerState,
 )
+from hyperconformer.endpoint import CausalSilence, Endpointer
 from hyperconformer.features import CausalFbank
 from hyperconformer.folder import ModelFolderError
 from hyperconformer.frontend import ConvFrontEnd
 from hyperconformer.inference import FileResult, Transcriber
 from hyperconformer.joint_search import JointBeamSearcher
+from hyperconformer.live import LiveTranscription, StreamEvent
 from hyperconformer.longform import Word
 from hyperconformer.mixing import HyperMixing, MixingState
 from hyperconformer.model import HyperConformerASR
@@ -28,17 +30,21 @@ from hyperconformer.streaming import EncoderStreamContext, StreamingEncoder
 __all__ = [
     "AtomicCheckpointer",
     "CausalFbank",
+    "CausalSilence",
     "ConvFrontEnd",
     "EncoderStreamContext",
+    "Endpointer",
     "HyperConformerASR",
     "HyperConformerEncoder",
     "HyperConformerLayer",
     "HyperMixing",
     "JointBeamSearcher",
     "LayerState",
+    "LiveTranscription",
     "MixingState",
     "ModelFolderError",
     "SinusoidalPositions",
+    "StreamEvent",
     "StreamingEncoder",
     "chunk_positions",
     "convert_speechbrain_state_dict",

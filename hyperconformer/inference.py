@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -29,6 +30,9 @@ from hyperconformer.longform import (
 from hyperconformer.pauses import find_pauses, keep_out_of_pauses
 from hyperconformer.search import build_searcher, ctc_decode, ctc_prefix_searcher
 from hyperconformer.segmentation import decode_segments, pause_segments
+
+if TYPE_CHECKING:
+    from hyperconformer.live import StreamEvent
 
 __all__ = ["FileResult", "Transcriber"]
 
@@ -241,7 +245,21 @@ class Transcriber:
         """
         wavs = wavs.to(self.device, torch.float32)
         wav_lens = wav_lens.to(self.device, torch.float32)
-        enc = self.encoder(wavs, wav_lens)  # (batch, frames, d_model)
+        return self._decode_encoded(self.encoder(wavs, wav_lens), wavs, wav_lens, timed)
+
+    @torch.no_grad()
+    def _decode_encoded(
+        self,
+        enc: torch.Tensor,
+        wavs: torch.Tensor,
+        wav_lens: torch.Tensor,
+        timed: bool = False,
+    ) -> list[_Hyp]:
+        """:meth:`_decode` from the encoder output (batch, frames, d_model)
+        of ``wavs`` (also what :mod:`hyperconformer.live` decodes a segment
+        of a stream with)."""
+        wavs = wavs.to(self.device, torch.float32)
+        wav_lens = wav_lens.to(self.device, torch.float32)
         n_frames = enc.size(1)
         frame_seconds = wavs.size(1) / self.sample_rate / max(n_frames, 1)
         enc_lens = torch.round(wav_lens * n_frames).long().clamp(1, n_frames).tolist()
@@ -389,6 +407,44 @@ class Transcriber:
             if hyps[i] is None:
                 hyps[i] = self._transcribe_long(wav)
         return hyps
+
+    def stream(
+        self,
+        pieces: Iterable[torch.Tensor],
+        chunk_size: int | None = None,
+        **endpointing: float,
+    ) -> Iterator[StreamEvent]:
+        """Transcribe audio as it arrives: partial and final results.
+
+        Arguments
+        ---------
+        pieces : iterable of torch.Tensor
+            (samples,) mono audio at ``sample_rate``, pieces of any size.
+        chunk_size : int, optional
+            Encoder frames per chunk; the folder's ``streaming_chunk_size``
+            if None (a folder trained offline needs one).
+        **endpointing : float
+            ``endpoint_seconds``, ``max_segment_seconds``: see
+            :class:`~hyperconformer.live.LiveTranscription`.
+
+        Returns
+        -------
+        iterator of StreamEvent
+            As they come (see :mod:`hyperconformer.live`).
+
+        Raises
+        ------
+        ModelFolderError
+            The folder has no chunk size and none was given (at once).
+
+        Example
+        -------
+        >>> for event in asr.stream(microphone_pieces()):  # doctest: +SKIP
+        ...     print(event.kind, event.text)
+        """
+        from hyperconformer.live import LiveTranscription
+
+        return LiveTranscription(self, chunk_size, **endpointing).events(pieces)
 
     def transcribe_file(self, path: str | Path) -> str:
         """Transcribe one audio file (any format, rate and channel count).

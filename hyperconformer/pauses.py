@@ -27,13 +27,15 @@ from hyperconformer.longform import Word
 __all__ = ["find_pauses", "keep_out_of_pauses"]
 
 FRAME_SECONDS = 0.01
+MARGIN_DB = 10.0  # silent: within this of the noise floor (find_pauses)
+RANGE_DB = 30.0  # silent: more than this below the speech level (find_pauses)
 
 
 def find_pauses(
     wav: torch.Tensor,
     sample_rate: int,
-    margin_db: float = 10.0,
-    range_db: float = 30.0,
+    margin_db: float = MARGIN_DB,
+    range_db: float = RANGE_DB,
     min_pause: float = 0.1,
 ) -> list[tuple[float, float]]:
     """Pauses of a signal: (start, end) seconds of its silent stretches.

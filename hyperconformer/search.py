@@ -18,6 +18,7 @@ from hyperconformer.joint_search import JointBeamSearcher
 from hyperconformer.longform import Word, token_words
 
 __all__ = [
+    "best_path_tokens",
     "build_searcher",
     "ctc_decode",
     "ctc_greedy",
@@ -137,14 +138,27 @@ def ctc_greedy(
     >>> ctc_greedy(lp, [4])
     [([1, 1], [0, 3])]
     """
-    out = []
-    for row, length in zip(log_probs.argmax(dim=-1).cpu(), lengths, strict=True):
-        row = row[:length]
-        keep = row != blank_index
-        keep[1:] &= row[1:] != row[:-1]
-        frames = keep.nonzero().flatten().tolist()
-        out.append((row[frames].tolist(), frames))
-    return out
+    return [
+        best_path_tokens(row[:length], blank_index)
+        for row, length in zip(log_probs.argmax(dim=-1).cpu(), lengths, strict=True)
+    ]
+
+
+def best_path_tokens(
+    best: torch.Tensor, blank_index: int = 0
+) -> tuple[list[int], list[int]]:
+    """A CTC best path, (frames,) ids of the best output per frame, as tokens
+    (repeats merged, blanks removed) and each token's first frame.
+
+    Example
+    -------
+    >>> best_path_tokens(torch.tensor([0, 3, 3, 0, 3, 5]))
+    ([3, 3, 5], [1, 4, 5])
+    """
+    keep = best != blank_index
+    keep[1:] &= best[1:] != best[:-1]
+    frames = keep.nonzero().flatten().tolist()
+    return best[frames].tolist(), frames
 
 
 def ctc_prefix_searcher(

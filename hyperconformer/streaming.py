@@ -225,18 +225,40 @@ class StreamingEncoder:
         -------
         >>> stream = StreamingEncoder.from_model_folder("model")  # doctest: +SKIP
         """
-        from hyperconformer.folder import ModelFolderError, load_model_folder
+        from hyperconformer.folder import load_model_folder
 
-        hparams = load_model_folder(folder)
+        return cls.from_hparams(load_model_folder(folder), chunk_size, str(folder))
+
+    @classmethod
+    def from_hparams(
+        cls, hparams: dict, chunk_size: int | None = None, name: str = "model"
+    ) -> StreamingEncoder:
+        """A stream of a loaded model folder's modules (see
+        :meth:`from_model_folder`); ``name`` names the model in errors.
+
+        Example
+        -------
+        >>> from hyperconformer.folder import load_model_folder
+        >>> hparams = load_model_folder("model")  # doctest: +SKIP
+        >>> stream = StreamingEncoder.from_hparams(hparams)  # doctest: +SKIP
+        """
+        from hyperconformer.folder import ModelFolderError
+
         chunk_size = chunk_size or hparams.get("streaming_chunk_size")
         if not chunk_size:
             raise ModelFolderError(
-                f"{folder}: not trained for streaming (no streaming_chunk_size); "
-                "give a chunk_size to stream it anyway"
+                f"{name}: not trained for streaming (no streaming_chunk_size); "
+                "give a chunk size to stream it anyway"
             )
         modules = [hparams[k].eval() for k in ("compute_features", "normalizer")]
         cnn, model = hparams["CNN"].eval(), hparams["Transformer"].eval()
         return cls(*modules, cnn, model, int(chunk_size))
+
+    @property
+    def frame_samples(self) -> int:
+        """Samples per encoder frame (640: 10 ms hops, 4x subsampling);
+        encoder frame ``j`` stands for samples ``[j, j + 1) * frame_samples``."""
+        return self.fbank.stride * self.frontend.stride
 
     def _features(self, log_mel: torch.Tensor | None) -> torch.Tensor | None:
         if log_mel is None:
