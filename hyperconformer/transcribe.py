@@ -34,13 +34,15 @@ import argparse
 import csv
 import json
 import logging
+import shutil
 import sys
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
-from hyperconformer.audio import TranscriptionError, collect_audio_files
+from hyperconformer.audio import TranscriptionError, collect_audio_files, load_audio
 from hyperconformer.folder import ModelFolderError
 
 __all__ = ["build_parser", "main"]
@@ -126,7 +128,115 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar on stderr"
     )
+    live = parser.add_argument_group("live transcription")
+    live.add_argument(
+        "--stream",
+        action="store_true",
+        help="transcribe one input as it is played: an audio file at real-time "
+        "pace, or - for raw 16 kHz 16-bit mono PCM on standard input; prints "
+        "partial and final results (text, or json: one event per line)",
+    )
+    live.add_argument(
+        "--stream-speed",
+        type=float,
+        default=1.0,
+        help="play a file this many times faster than real time; 0: as fast "
+        "as it is transcribed (default: 1)",
+    )
+    live.add_argument(
+        "--stream-chunk",
+        type=int,
+        default=None,
+        help="encoder frames per chunk (default: the model's streaming_chunk_size)",
+    )
+    live.add_argument(
+        "--endpoint-seconds",
+        type=float,
+        default=0.5,
+        help="a pause this long ends a segment and gives its final (default: 0.5)",
+    )
     return parser
+
+
+def _file_pieces(wav, sample_rate: int, speed: float, seconds: float = 0.1) -> Iterator:
+    """(samples,) audio in pieces of ``seconds``, each when it would have
+    been heard at ``speed`` times real time (0: at once)."""
+    start, step = time.monotonic(), int(seconds * sample_rate)
+    for first in range(0, wav.numel(), step):
+        piece = wav[first : first + step]
+        if speed > 0:
+            due = start + (first + piece.numel()) / sample_rate / speed
+            time.sleep(max(0.0, due - time.monotonic()))
+        yield piece
+
+
+def _pcm_pieces(stream: BinaryIO, size: int = 3200) -> Iterator:
+    """Raw 16-bit little-endian mono PCM as (samples,) float pieces, as
+    they arrive."""
+    import numpy as np
+    import torch
+
+    rest = b""
+    while data := stream.read1(size) if hasattr(stream, "read1") else stream.read(size):
+        data = rest + data
+        even = len(data) - len(data) % 2
+        rest = data[even:]
+        samples = np.frombuffer(data[:even], dtype="<i2").astype(np.float32)
+        yield torch.from_numpy(samples / 32768.0)
+    if rest:
+        raise TranscriptionError("-: the 16-bit PCM ended on half a sample")
+
+
+def _show(event, fmt: str, out: TextIO) -> None:
+    if fmt == "json":
+        row = {
+            "event": event.kind,
+            "start": round(event.start, 3),
+            "end": round(event.end, 3),
+            "text": event.text,
+        }
+        if event.words is not None:
+            row["words"] = [
+                {"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)}
+                for w in event.words
+            ]
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    elif out.isatty():  # a partial rewrites the line, a final ends it
+        if event.kind == "partial":
+            width = shutil.get_terminal_size().columns - 1
+            out.write("\r\033[K" + event.text[-width:])
+        else:
+            span = f"[{event.start:.2f}-{event.end:.2f}]"
+            out.write(f"\r\033[K{span} {event.text}\n")
+    else:
+        out.write(f"{event.kind}\t{event.start:.2f}\t{event.end:.2f}\t{event.text}\n")
+    out.flush()
+
+
+def _stream(args: argparse.Namespace, asr) -> int:
+    """``--stream``: one input, live; the exit status."""
+    chunk = args.stream_chunk
+    if not chunk and not asr.hparams.get("streaming_chunk_size"):
+        print(
+            f"error: {args.model}: trained offline (no streaming_chunk_size); "
+            "give --stream-chunk to stream it anyway",
+            file=sys.stderr,
+        )
+        return 1
+    source = args.inputs[0]
+    try:
+        if source == "-":
+            pieces = _pcm_pieces(sys.stdin.buffer)
+        else:
+            wav = load_audio(source, asr.sample_rate)
+            pieces = _file_pieces(wav, asr.sample_rate, args.stream_speed)
+        events = asr.stream(pieces, chunk, endpoint_seconds=args.endpoint_seconds)
+        for event in events:
+            _show(event, args.output, sys.stdout)
+    except (TranscriptionError, ModelFolderError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _subtitles(result, fmt: str) -> str:
@@ -164,6 +274,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --batch-size must be at least 1", file=sys.stderr)
         return 2
     subtitles = args.output in ("srt", "vtt")
+    if args.stream:
+        problem = None
+        if len(args.inputs) != 1:
+            problem = "--stream transcribes one input (a file, or - for stdin)"
+        elif args.output not in ("text", "json"):
+            problem = f"--stream prints text or json, not {args.output}"
+        elif args.stream_speed < 0:
+            problem = "--stream-speed must be 0 (no waiting) or more"
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     # Library chatter (deprecation notes, SpeechBrain's logging) is not ours
     # to show; errors are reported below.
     warnings.filterwarnings("ignore")
@@ -174,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = False
     files: list[Path] = []
     early: list[dict] = []
-    for item in args.inputs:
+    for item in [] if args.stream else args.inputs:
         try:
             files.extend(collect_audio_files([item]))
         except TranscriptionError as err:
@@ -197,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ModelFolderError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if args.stream:
+        return _stream(args, asr)
 
     results = list(early)
     single = (

@@ -56,6 +56,50 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _trained_model(
+    tmp_path_factory, tiny_corpus, yaml: str, test: bool, *extra: str
+) -> Path:
+    """A tiny model of ``yaml`` trained on the tiny corpus and exported (and
+    tested on test-clean if ``test``): the recipe's output folder (the model
+    in ``<run>/model``)."""
+    from test_recipe import SHORT, SPLITS, TINY_MODEL, run_recipe
+
+    out = tmp_path_factory.mktemp(Path(yaml).stem) / "run"
+    data = Path(tiny_corpus) / "LibriSpeech"
+    splits = SPLITS if test else [*SPLITS[:2], "--test_splits=[]"]
+    run_recipe(yaml, data, out, *splits, *SHORT, *TINY_MODEL, *extra)
+    return out
+
+
+@pytest.fixture(scope="session")
+def streaming_run(tmp_path_factory, tiny_corpus) -> Path:
+    """The streaming recipe (hyperconformer_8M_streaming.yaml), tiny, trained
+    for two steps, tested on test-clean and exported; shared by the tests of
+    streaming models, which must not modify it."""
+    return _trained_model(
+        tmp_path_factory,
+        tiny_corpus,
+        "hyperconformer_8M_streaming.yaml",
+        True,
+        "--number_of_epochs=1",
+        "--optimizer_step_limit=2",
+    )
+
+
+@pytest.fixture(scope="session")
+def offline_model(tmp_path_factory, tiny_corpus) -> Path:
+    """A tiny offline model folder (hyperconformer_8M.yaml, one step)."""
+    run = _trained_model(
+        tmp_path_factory,
+        tiny_corpus,
+        "hyperconformer_8M.yaml",
+        False,
+        "--number_of_epochs=1",
+        "--optimizer_step_limit=1",
+    )
+    return run / "model"
+
+
 def train_sentencepiece(
     sentences: Iterable[str], vocab_size: int, path: Path | None = None
 ) -> bytes:

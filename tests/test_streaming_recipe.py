@@ -11,11 +11,7 @@ from speechbrain.core import Stage
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 from test_recipe import (  # noqa: F401 (data_folder is a fixture)
     HPARAMS,
-    SHORT,
-    SPLITS,
-    TINY_MODEL,
     data_folder,
-    run_recipe,
     wer_line,
 )
 
@@ -39,18 +35,8 @@ def test_sampler_mixes_chunked_and_offline_batches():
     assert sampler(Stage.TEST) == DynChunkTrainConfig(16)
 
 
-def test_train_export_and_stream_the_exported_model(data_folder, tmp_path):  # noqa: F811
-    out = tmp_path / "run"
-    run_recipe(
-        YAML,
-        data_folder,
-        out,
-        *SPLITS,
-        *SHORT,
-        *TINY_MODEL,
-        "--number_of_epochs=1",
-        "--optimizer_step_limit=2",
-    )
+def test_train_export_and_stream_the_exported_model(streaming_run, data_folder):  # noqa: F811
+    out = streaming_run  # trained by tests/conftest.py
     wer_line(out / "wer_test-clean.txt")
     exported = (out / "model" / "hyperparams.yaml").read_text()
     assert "hyperconformer.CausalFbank" in exported
@@ -100,19 +86,7 @@ def test_train_export_and_stream_the_exported_model(data_folder, tmp_path):  # n
         assert all(0 <= r["wer"] for r in results.values())
 
 
-def test_an_offline_model_folder_needs_a_chunk_size(data_folder, tmp_path):  # noqa: F811
-    out = tmp_path / "run"
-    run_recipe(
-        "hyperconformer_8M.yaml",
-        data_folder,
-        out,
-        *SPLITS[:2],
-        *SHORT,
-        *TINY_MODEL,
-        "--number_of_epochs=1",
-        "--optimizer_step_limit=1",
-        "--test_splits=[]",
-    )
-    assert load_model_folder(out / "model")["streaming_chunk_size"] is None
+def test_an_offline_model_folder_needs_a_chunk_size(offline_model):
+    assert load_model_folder(offline_model)["streaming_chunk_size"] is None
     with pytest.raises(ModelFolderError, match="not trained for streaming"):
-        StreamingEncoder.from_model_folder(out / "model")
+        StreamingEncoder.from_model_folder(offline_model)
