@@ -15,8 +15,8 @@ state of constant size). The stream is cut into segments at pauses
     segment's encoder frames decoded as the offline :class:`Transcriber`
     decodes an utterance's (the same joint CTC/attention searcher, or CTC
     alone for a ``ctc_only`` transcriber), with timed words from the CTC
-    alignment kept out of the pauses of the segment's audio, in seconds from
-    the start of the stream.
+    alignment kept out of the pauses of the segment's audio (and within the
+    segment), in seconds from the start of the stream.
 
 Memory is bounded over an unbounded stream: a segment's encoder frames and
 audio are dropped once it is decoded, a segment is at most
@@ -201,6 +201,11 @@ class LiveTranscription:
         if not decode:
             return []
         hyp = self.asr._decode_encoded(frames, audio[None], torch.ones(1), timed=True)
-        words = [Word(w.text, w.start + start, w.end + start) for w in hyp[0].words]
         end = start + n * self.frame_seconds
+        # Kept within the segment: a word the alignment puts in the trailing
+        # pause ends at the segment's end, not in the next segment.
+        words = [
+            Word(w.text, min(w.start + start, end), min(w.end + start, end))
+            for w in hyp[0].words
+        ]
         return [StreamEvent("final", hyp[0].text, start, end, words)]

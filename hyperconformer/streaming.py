@@ -291,7 +291,9 @@ class StreamingEncoder:
                 f"got {tuple(samples.shape)}"
             )
         self.empty = samples.new_zeros(samples.size(0), 0, self.model.d_model)
-        frames = self.frontend.push(self._features(self.fbank.push(samples)))
+        feats = self._features(self.fbank.push(samples))
+        # A piece shorter than a hop may complete no feature frame.
+        frames = self.frontend.push(feats) if feats is not None else None
         return self._encode(frames, final=False)
 
     def finish(self) -> torch.Tensor:
