@@ -26,6 +26,17 @@ Output formats (stdout):
 ``srt``, ``vtt``
     Subtitles (SubRip, WebVTT) of the timed words: to stdout for one input
     file, else one ``<name>.srt``/``.vtt`` per file in ``--output-dir``.
+
+Live (``--stream``): one input, an audio file played at real-time pace
+(``--stream-speed`` times faster; 0: no waiting) or ``-``, raw 16 kHz 16-bit
+little-endian mono PCM read from standard input as it arrives, transcribed
+with :mod:`hyperconformer.live`. Each partial and final result is printed as
+it comes: ``text`` rewrites a partial line on a terminal and ends it with the
+final (``[start-end] text``), and elsewhere prints one
+``kind<TAB>start<TAB>end<TAB>text`` line per event; ``json`` prints one
+object per event and line: ``event`` ("partial" or "final"), ``start``,
+``end``, ``text`` and, for finals, ``words``. A model folder trained offline
+needs ``--stream-chunk``.
 """
 
 from __future__ import annotations
