@@ -414,28 +414,11 @@ class Transcriber:
         chunk_size: int | None = None,
         **endpointing: float,
     ) -> Iterator[StreamEvent]:
-        """Transcribe audio as it arrives: partial and final results.
-
-        Arguments
-        ---------
-        pieces : iterable of torch.Tensor
-            (samples,) mono audio at ``sample_rate``, pieces of any size.
-        chunk_size : int, optional
-            Encoder frames per chunk; the folder's ``streaming_chunk_size``
-            if None (a folder trained offline needs one).
-        **endpointing : float
-            ``endpoint_seconds``, ``max_segment_seconds``: see
-            :class:`~hyperconformer.live.LiveTranscription`.
-
-        Returns
-        -------
-        iterator of StreamEvent
-            As they come (see :mod:`hyperconformer.live`).
-
-        Raises
-        ------
-        ModelFolderError
-            The folder has no chunk size and none was given (at once).
+        """Transcribe (samples,) mono audio pieces of any size as they come:
+        partial and final :class:`~hyperconformer.live.StreamEvent` s, from a
+        :class:`~hyperconformer.live.LiveTranscription` (``chunk_size`` and
+        ``endpointing``: its arguments; a folder trained offline needs a
+        ``chunk_size``, or raises ModelFolderError at once).
 
         Example
         -------

@@ -195,7 +195,7 @@ class LiveTranscription:
         audio = self.audio[:samples]
         # The stream's last frames may reach past its audio: silence.
         audio = torch.nn.functional.pad(audio, (0, samples - audio.numel()))
-        self.audio = self.audio[samples:]
+        self.audio = self.audio[samples:].clone()  # not a view of the segment
         self.start += n
         self.pieces, self.best, self.partial = [], [], ""
         if not decode:

@@ -247,6 +247,8 @@ def _stream(args: argparse.Namespace, asr) -> int:
     except (TranscriptionError, ModelFolderError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the way to stop a live input
+        return 130
     return 0
 
 
