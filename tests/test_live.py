@@ -14,7 +14,13 @@ import soundfile
 import torch
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
-from hyperconformer import LiveTranscription, Transcriber, load_audio
+from hyperconformer import (
+    CausalSilence,
+    LiveTranscription,
+    Transcriber,
+    find_pauses,
+    load_audio,
+)
 from hyperconformer.folder import ModelFolderError
 from hyperconformer.search import best_path_tokens
 from hyperconformer.transcribe import main
@@ -41,6 +47,26 @@ def stream(asr, wav, piece, **kwargs):
 
 def frames_of(seconds: float) -> int:
     return round(seconds * 16000 / FRAME)
+
+
+def test_causal_silence_finds_the_pauses_of_the_whole_recording(tiny_corpus):
+    wav = recording(tiny_corpus, 6)  # about a minute
+    silence = CausalSilence(16000)
+    for i in range(0, wav.numel(), 999):
+        silence.push(wav[i : i + 999])
+    flags = silence.take(wav.numel() // 160) + [False]
+    runs, start = [], None
+    for i, silent in enumerate(flags):
+        if silent and start is None:
+            start = i
+        elif not silent and start is not None:
+            if i - start >= 30:
+                runs.append((start / 100, i / 100))
+            start = None
+    pauses = [(a, b) for a, b in find_pauses(wav, 16000) if b - a >= 0.3]
+    assert len(runs) == len(pauses) > 10
+    for run, pause in zip(runs, pauses, strict=True):
+        assert run == pytest.approx(pause, abs=0.02)
 
 
 def test_finals_equal_chunked_decoding_of_their_segments(streaming_run, tiny_corpus):
