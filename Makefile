@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint format benchmark compare gpu-check gpu-wheels clean
+.PHONY: install test demo demo-streaming lint format benchmark compare gpu-check gpu-wheels clean
 
 install: $(STAMP)
 
@@ -19,6 +19,16 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py
+
+# The demo HyperConformer trained for offline and streaming use, then its test
+# WER offline and with the encoder in chunks of 320, 640 and 1280 ms.
+demo-streaming: $(STAMP)
+	$(BIN)/python tools/demo.py --models "HyperConformer streaming" \
+		--out results/demo-streaming
+	$(BIN)/python tools/streaming_wer.py \
+		--model results/demo-streaming/hyperconformer_demo_streaming/model \
+		--split data/synthetic/LibriSpeech/test-clean --chunks 4 8 16 \
+		--json results/demo-streaming/streaming_wer.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -25,7 +25,14 @@ def speech_batch(split: Path, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     return batch, torch.tensor([len(w) / width for w in waves])
 
 
-@pytest.mark.parametrize("name", ["hyperconformer_demo.yaml", "conformer_demo.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "hyperconformer_demo.yaml",
+        "conformer_demo.yaml",
+        "hyperconformer_demo_streaming.yaml",
+    ],
+)
 def test_demo_recipe_adds_noise_and_reverberation(name, tiny_corpus):
     data = Path(tiny_corpus) / "LibriSpeech"
     with open(ROOT / "hparams" / "LibriSpeech" / name) as f:
