@@ -4,8 +4,9 @@
 The corpus generator (``tools/make_synthetic_librispeech.py``) records where
 eSpeak NG starts every word (``*.words.txt``). Here the test files are
 transcribed with timed words (:meth:`hyperconformer.Transcriber.transcribe_words`)
-one by one, and joined into one long recording (0.3 s pauses) decoded in
-overlapping windows, so that words near window boundaries count too.
+one by one, and joined into one long recording (0.3 s pauses) cut as the
+Transcriber cuts it (``--long-form``: pieces at pauses of at most ``--window``
+seconds, or overlapping windows), so that words near the cuts count too.
 A hypothesis word counts when the WER alignment (SpeechBrain's edit distance)
 calls it correct; its error is ``|start - reference start|``. Words eSpeak
 spoke without an event of their own ("there are") are left out. Two methods
@@ -38,6 +39,7 @@ from make_synthetic_librispeech import read_word_times  # noqa: E402
 
 from hyperconformer import Transcriber  # noqa: E402
 from hyperconformer.longform import window_starts  # noqa: E402
+from hyperconformer.segmentation import pause_segments  # noqa: E402
 
 SR = 16000
 
@@ -99,7 +101,8 @@ def summary(errors: list[float]) -> str:
 
 
 def measure(asr: Transcriber, items, window: float, overlap: float) -> dict:
-    """Start-time errors one file at a time and across a windowed recording."""
+    """Start-time errors one file at a time and across a long recording, cut
+    as the transcriber cuts it (pieces at pauses or overlapping windows)."""
     short = []
     for audio, text, ref in items:
         hyp = asr.transcribe_words(audio)[0]
@@ -107,8 +110,12 @@ def measure(asr: Transcriber, items, window: float, overlap: float) -> dict:
     audio, words, times = long_recording(items)
     asr.chunk_seconds, asr.overlap_seconds = window, overlap
     hyp = asr.transcribe_words(audio)[0]
-    starts = window_starts(audio.numel(), int(window * SR), int(overlap * SR))
-    edges = np.array([s / SR for s in starts] + [s / SR + window for s in starts])
+    if asr.long_form == "pauses":
+        cuts = pause_segments(audio, SR, window)
+        edges = np.array([s / SR for s, _ in cuts] + [e / SR for _, e in cuts])
+    else:
+        starts = window_starts(audio.numel(), int(window * SR), int(overlap * SR))
+        edges = np.array([s / SR for s in starts] + [s / SR + window for s in starts])
     pairs = start_errors(hyp, words, times)
     long = [e for _, e in pairs]
     # words starting within 2 s of a window edge
@@ -126,8 +133,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True, help="test split folder")
     p.add_argument("--files", type=int, default=60)
-    p.add_argument("--window", type=float, default=30.0)
-    p.add_argument("--overlap", type=float, default=5.0)
+    p.add_argument("--long-form", choices=("pauses", "windows"), default="pauses")
+    p.add_argument("--window", type=float, default=20.0, help="longest piece (s)")
+    p.add_argument("--overlap", type=float, default=5.0, help="windows only")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -136,15 +144,17 @@ def main(argv=None) -> int:
         ("CTC alignment alone", False),
         ("kept out of pauses (default)", True),
     ):
-        asr = Transcriber.from_pretrained(args.model, word_pauses=word_pauses)
+        asr = Transcriber.from_pretrained(
+            args.model, word_pauses=word_pauses, long_form=args.long_form
+        )
         result = measure(asr, items, args.window, args.overlap)
         print(f"{label}:")
         print(f"  one file at a time: {summary(result['short'])}")
         print(
-            f"  {result['seconds']:.0f} s recording in {args.window:g} s windows: "
-            f"{summary(result['long'])}"
+            f"  {result['seconds']:.0f} s recording, {args.long_form} "
+            f"(at most {args.window:g} s): {summary(result['long'])}"
         )
-        print(f"    within 2 s of a window edge: {summary(result['near_edges'])}")
+        print(f"    within 2 s of a cut: {summary(result['near_edges'])}")
     return 0
 
 
