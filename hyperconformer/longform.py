@@ -6,8 +6,10 @@ default: HyperMixing's token summary is a sum over all frames without length
 normalisation, so on 10 minutes it is far outside what a model trained on
 utterances of at most 30 s has seen, and attention decoding over 10 minutes
 of memory would run thousands of steps, each attending over all of it.
-Recordings longer than ``chunk_seconds`` (30 s) are therefore cut into
-equally spaced 30 s windows overlapping by at least ``overlap_seconds`` (5 s),
+Recordings longer than ``chunk_seconds`` are therefore cut: by default in
+their pauses (:mod:`hyperconformer.segmentation`), or, with
+``long_form="windows"``, as here, into equally spaced windows of
+``chunk_seconds`` overlapping by at least ``overlap_seconds`` (5 s),
 decoded ``batch_size`` windows at a time with the chosen decoder, and
 stitched by time. Each word gets its frame span: from the CTC spikes (greedy
 CTC), from the prefix beam search, or, for attention hypotheses, from a CTC
