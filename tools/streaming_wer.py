@@ -84,6 +84,15 @@ def decode(
     return texts
 
 
+def encoder_frame_ms(hparams: dict) -> float:
+    """Milliseconds of audio per encoder frame (10 ms fbank frames times the
+    front-end's subsampling, measured on 8 s of features)."""
+    n_mels = int(hparams.get("n_mels", 80))
+    with torch.no_grad():
+        frames = hparams["CNN"].eval()(torch.zeros(1, 800, n_mels)).size(1)
+    return 8000.0 / frames
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="exported model folder")
@@ -103,12 +112,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"{len(utterances)} utterances, {seconds / 60:.1f} min, {decoding}")
     print("| encoder | WER (%) | x offline | decoding time (s) |")
     print("|:---|---:|---:|---:|")
+    frame_ms = encoder_frame_ms(hparams)
     results = {}
     for chunk in (None, *args.chunks):
         start = time.perf_counter()
         hyps = decode(hparams, utterances, chunk, args.ctc_only, args.batch_size)
         spent = time.perf_counter() - start
-        name = "offline" if chunk is None else f"chunks of {chunk} ({chunk * 40} ms)"
+        name = (
+            "offline"
+            if chunk is None
+            else f"chunks of {chunk} ({chunk * frame_ms:g} ms)"
+        )
         wer = word_errors(refs, hyps)["wer"]
         results[name] = {"wer": wer, "seconds": round(spent, 1), "hyps": hyps}
         ratio = wer / max(results["offline"]["wer"], 1e-9)
