@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         name = (
             "offline"
             if chunk is None
-            else f"chunks of {chunk} ({chunk * frame_ms:g} ms)"
+            else f"chunks of {chunk} ({chunk * frame_ms:.0f} ms)"
         )
         wer = word_errors(refs, hyps)["wer"]
         results[name] = {"wer": wer, "seconds": round(spent, 1), "hyps": hyps}
