@@ -90,3 +90,29 @@ def test_an_offline_model_folder_needs_a_chunk_size(offline_model):
     assert load_model_folder(offline_model)["streaming_chunk_size"] is None
     with pytest.raises(ModelFolderError, match="not trained for streaming"):
         StreamingEncoder.from_model_folder(offline_model)
+
+
+def test_an_hour_long_stream_tool_runs(streaming_run, data_folder):  # noqa: F811
+    """tools/streaming_hour.py on a short stream: it repeats the test split,
+    streams it live and scores its first and last minutes."""
+    import streaming_hour
+
+    report = streaming_hour.main(
+        [
+            "--model",
+            str(streaming_run / "model"),
+            "--split",
+            str(Path(data_folder, "test-clean")),
+            "--minutes",
+            "2.5",
+            "--window",
+            "0.5",
+            "--piece",
+            "0.5",
+        ]
+    )
+    assert report["minutes"] >= 2.5
+    assert report["utterances"] > 16  # the 16 test utterances, repeated
+    assert report["rtf_cpu"] > 0 and report["rss_mib_after_1_min"] > 0
+    for part in ("first", "last"):
+        assert report[part]["words"] > 0 and report[part]["wer"] >= 0
