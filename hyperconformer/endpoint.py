@@ -37,7 +37,13 @@ from collections import deque
 
 import torch
 
-from hyperconformer.pauses import FRAME_SECONDS, MARGIN_DB, RANGE_DB
+from hyperconformer.pauses import (
+    FRAME_SECONDS,
+    MARGIN_DB,
+    RANGE_DB,
+    frame_hop,
+    frame_power,
+)
 
 __all__ = ["CausalSilence", "Endpointer"]
 
@@ -75,7 +81,7 @@ class CausalSilence:
         floor_rise_db: float = 1.0,
         level_fall_db: float = 2.0,
     ) -> None:
-        self.hop = max(int(round(FRAME_SECONDS * sample_rate)), 1)
+        self.hop = frame_hop(sample_rate)
         self.margin_db, self.range_db = margin_db, range_db
         self.rise = floor_rise_db * FRAME_SECONDS
         self.fall = level_fall_db * FRAME_SECONDS
@@ -88,8 +94,7 @@ class CausalSilence:
         x = torch.cat((self.rest, samples.detach().float().cpu()))
         n = x.numel() // self.hop
         self.rest = x[n * self.hop :]
-        frames = x[: n * self.hop].reshape(n, self.hop)
-        energy = 10.0 * torch.log10(frames.pow(2).mean(dim=1) + 1e-10)  # dB
+        energy = 10.0 * torch.log10(frame_power(x, self.hop) + 1e-10)  # dB
         for e in energy.tolist():
             if math.isnan(self.floor):
                 self.floor = self.level = e

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from speechbrain.utils.data_utils import batch_pad_right
 
 from hyperconformer.audio import TranscriptionError, load_audio
 from hyperconformer.folder import load_model_folder
@@ -301,28 +302,27 @@ class Transcriber:
     def _transcribe_long(self, wav: torch.Tensor) -> _Hyp:
         """(samples,) signal longer than ``chunk_seconds`` -> text and
         words, from pieces cut at pauses or from stitched windows."""
+
+        def timed_words(batch, lens):
+            return [hyp.words for hyp in self._decode(batch, lens, timed=True)]
+
         if self.long_form == "pauses":
             words = decode_segments(
                 wav,
                 pause_segments(wav, self.sample_rate, self.chunk_seconds),
-                lambda batch, lens: [
-                    hyp.words for hyp in self._decode(batch, lens, timed=True)
-                ],
+                timed_words,
                 self.batch_size,
                 self.sample_rate,
             )
-            return _Hyp(" ".join(w.text for w in words), words)
-        words = decode_in_windows(
-            wav,
-            lambda batch: [
-                hyp.words
-                for hyp in self._decode(batch, torch.ones(len(batch)), timed=True)
-            ],
-            int(self.chunk_seconds * self.sample_rate),
-            int(self.overlap_seconds * self.sample_rate),
-            self.batch_size,
-            self.sample_rate,
-        )
+        else:
+            words = decode_in_windows(
+                wav,
+                lambda batch: timed_words(batch, torch.ones(len(batch))),
+                int(self.chunk_seconds * self.sample_rate),
+                int(self.overlap_seconds * self.sample_rate),
+                self.batch_size,
+                self.sample_rate,
+            )
         return _Hyp(" ".join(w.text for w in words), words)
 
     # ------------------------------------------------------------------ public
@@ -396,11 +396,7 @@ class Transcriber:
         hyps: list[_Hyp | None] = [None] * len(signals)
         short = [i for i, w in enumerate(signals) if not self._is_long(w.numel())]
         if short:
-            width = max(signals[i].numel() for i in short)
-            batch = torch.zeros(len(short), width)
-            for row, i in enumerate(short):
-                batch[row, : signals[i].numel()] = signals[i]
-            rel = torch.tensor([signals[i].numel() / width for i in short])
+            batch, rel = batch_pad_right([signals[i] for i in short])
             for i, hyp in zip(short, self._decode(batch, rel, timed), strict=True):
                 hyps[i] = hyp
         for i, wav in enumerate(signals):

@@ -24,11 +24,30 @@ import torch
 
 from hyperconformer.longform import Word
 
-__all__ = ["find_pauses", "keep_out_of_pauses"]
+__all__ = ["find_pauses", "frame_hop", "frame_power", "keep_out_of_pauses"]
 
 FRAME_SECONDS = 0.01
 MARGIN_DB = 10.0  # silent: within this of the noise floor (find_pauses)
 RANGE_DB = 30.0  # silent: more than this below the speech level (find_pauses)
+
+
+def frame_hop(sample_rate: int) -> int:
+    """Samples per frame (``FRAME_SECONDS``, 10 ms)."""
+    return max(int(round(FRAME_SECONDS * sample_rate)), 1)
+
+
+def frame_power(wav: torch.Tensor, hop: int) -> torch.Tensor:
+    """Mean power of the consecutive frames of ``hop`` samples of (samples,)
+    ``wav`` from its first sample (an incomplete last frame is left out):
+    (frames,) float32 on the CPU; ``10 * log10(power + 1e-10)`` is its dB.
+
+    Example
+    -------
+    >>> frame_power(torch.tensor([1.0, -1.0, 0.5, 0.5, 3.0]), 2)
+    tensor([1.0000, 0.2500])
+    """
+    n = wav.numel() // hop
+    return wav[: n * hop].detach().float().cpu().reshape(n, hop).pow(2).mean(dim=1)
 
 
 def find_pauses(
@@ -75,12 +94,11 @@ def find_pauses(
     """
     if wav.dim() != 1:
         raise ValueError(f"wav must be (samples,), got {tuple(wav.shape)}")
-    hop = max(int(round(FRAME_SECONDS * sample_rate)), 1)
+    hop = frame_hop(sample_rate)
     n_frames = wav.numel() // hop
     if n_frames < 2:
         return []
-    frames = wav[: n_frames * hop].detach().float().cpu().reshape(n_frames, hop)
-    energy = 10.0 * torch.log10(frames.pow(2).mean(dim=1) + 1e-10)  # (frames,) dB
+    energy = 10.0 * torch.log10(frame_power(wav, hop) + 1e-10)  # (frames,) dB
     level = torch.quantile(energy, 0.95).item()
     floor = torch.quantile(energy, 0.05).item()
     threshold = max(floor + margin_db, level - range_db)

@@ -24,25 +24,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from speechbrain.utils.data_utils import batch_pad_right
 
 from hyperconformer.longform import Word
-from hyperconformer.pauses import find_pauses
+from hyperconformer.pauses import FRAME_SECONDS, find_pauses, frame_hop, frame_power
 
 __all__ = ["decode_segments", "pause_segments"]
 
-# Frames of the fallback cut: energy every 10 ms, averaged over 0.2 s (a
-# short pause, a gap between words) so that one quiet frame inside a word
-# does not win.
-HOP_SECONDS = 0.01
+# The fallback cut: the power of 10 ms frames (those of find_pauses),
+# averaged over 0.2 s (a short pause, a gap between words) so that one quiet
+# frame inside a word does not win.
 SMOOTH_SECONDS = 0.2
 
 
 def _quietest(wav: torch.Tensor, lo: int, hi: int, sample_rate: int) -> int:
     """Sample in [lo, hi) where the smoothed energy is lowest."""
-    hop = round(HOP_SECONDS * sample_rate)
-    frames = wav[lo : lo + (hi - lo) // hop * hop].float().reshape(-1, hop)
-    energy = frames.pow(2).mean(dim=1)
-    width = max(round(SMOOTH_SECONDS / HOP_SECONDS), 1)
+    hop = frame_hop(sample_rate)
+    energy = frame_power(wav[lo:hi], hop)
+    width = max(round(SMOOTH_SECONDS / FRAME_SECONDS), 1)
     if energy.numel() > width:
         energy = torch.nn.functional.avg_pool1d(
             energy[None, None],
@@ -157,12 +156,9 @@ def decode_segments(
     words: list[list[Word]] = [[] for _ in segments]
     for first in range(0, len(order), batch_size):
         chunk = order[first : first + batch_size]
-        pieces = [wav[segments[i][0] : segments[i][1]] for i in chunk]
-        longest = max(p.numel() for p in pieces)
-        batch = torch.stack(
-            [torch.nn.functional.pad(p, (0, longest - p.numel())) for p in pieces]
+        batch, lens = batch_pad_right(
+            [wav[s:e] for s, e in (segments[i] for i in chunk)]
         )
-        lens = torch.tensor([p.numel() / longest for p in pieces])
         for i, piece_words in zip(chunk, decode(batch, lens), strict=True):
             offset = segments[i][0] / sample_rate
             words[i] = [

@@ -46,20 +46,11 @@ import time
 from pathlib import Path
 
 import torch
-from measurement import HPARAMS_DIR, load_hparams
+from measurement import HPARAMS_DIR, load_hparams, rss_mb
 
 from hyperconformer import LiveTranscription, StreamingEncoder
 
 SAMPLE_RATE = 16000
-
-
-def rss_mb() -> float:
-    """Current resident set size of this process, in MiB."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def speechlike(seconds: float, generator: torch.Generator) -> torch.Tensor:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -36,17 +35,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from longform_accuracy import load_split, word_errors  # noqa: E402
+from measurement import rss_mb  # noqa: E402
 
 from hyperconformer import Transcriber  # noqa: E402
 from hyperconformer.live import LiveTranscription  # noqa: E402
-
-
-def rss_mib() -> float:
-    """Resident memory of this process now, MiB (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def window_wer(spans, words, lo: float, hi: float) -> dict:
@@ -90,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 ]
             clock += len(audio) / sr
             if rss_first is None and clock >= 60:
-                rss_first = rss_mib()
+                rss_first = rss_mb()
             if clock >= args.minutes * 60:
                 break
     finals += [e for e in live.finish() if e.kind == "final"]
@@ -103,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "finals": len(finals),
         "rtf_cpu": round(cpu / clock, 4),
         "rss_mib_after_1_min": round(rss_first, 1),
-        "rss_mib_at_end": round(rss_mib(), 1),
+        "rss_mib_at_end": round(rss_mb(), 1),
         "state_kib_at_end": round(live.state_bytes() / 1024, 1),
         "first": window_wer(spans, words, 0.0, span),
         "last": window_wer(spans, words, clock - span, clock),
