@@ -50,19 +50,24 @@ compare: $(STAMP)
 gpu-check: $(STAMP)
 	$(BIN)/python tools/gpu_check.py
 
-# A GPU machine without network that has Python 3.11, torch and torchaudio but
-# not speechbrain: run `make gpu-wheels` here, carry wheels/ with the tree
-# (numpy and scipy are most of its size: leave them out if the GPU machine has
-# them), and there run
-#   python -m pip install --no-index --no-deps wheels/*.whl
-#   PYTHONPATH=. python tools/gpu_check.py
-GPU_WHEELS := speechbrain==1.1.2 hyperpyyaml pyyaml ruamel.yaml ruamel.yaml.clib \
-	sentencepiece soundfile cffi pycparser joblib numpy scipy packaging tqdm \
-	huggingface-hub hf-xet requests certifi charset-normalizer idna urllib3
+# A GPU machine without network that has torch, torchaudio, numpy, scipy and
+# sentencepiece but not speechbrain (as the H200 of docs/benchmarks-gpu.md,
+# Python 3.12): run `make gpu-wheels` here, carry wheels/ with the tree, and
+# there run
+#   python -m pip install --no-index --no-deps --target /tmp/site wheels/*.whl
+#   PYTHONPATH=/tmp/site:. python tools/gpu_check.py
+# (espeakng-loader and soxr are for the corpus tool, soundfile for audio files.)
+GPU_PYTHON ?= 3.12
+# The versions that ran there.
+GPU_WHEELS := speechbrain==1.1.2 hyperpyyaml==1.2.3 ruamel.yaml==0.18.17 \
+	ruamel.yaml.clib==0.2.15 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 \
+	soxr==1.1.0 espeakng-loader==0.2.4
 
 gpu-wheels: $(STAMP)
 	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: \
-		--python-version 3.11 --platform manylinux2014_x86_64 \
+		--python-version $(GPU_PYTHON) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		--dest wheels $(GPU_WHEELS)
 
 clean:

@@ -172,3 +172,21 @@ def test_tokenizer_barrier_is_taken_by_every_rank(tmp_path):
     model = str(tmp_path / "tokenizer.model")
     expected = repr([(0, model), (1, model)])
     assert outcomes == [expected, expected]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_reverberation_keeps_few_fft_plans_on_gpu(tiny_corpus):
+    """Batches of ever new lengths through the demo's AddReverb leave at most
+    train.FFT_PLANS cuFFT plans (PyTorch's default keeps 4,096)."""
+    from speechbrain.augment.time_domain import AddReverb
+    from synthetic.layout import RIR_CSV
+
+    data = tiny_corpus / "LibriSpeech"
+    reverb = AddReverb(
+        csv_file=str(data / RIR_CSV), replacements={"data_folder": str(data)}
+    )
+    train.bound_fft_plans("cuda")
+    cache = torch.backends.cuda.cufft_plan_cache[torch.cuda.current_device()]
+    for extra in range(3 * train.FFT_PLANS):
+        reverb(torch.randn(2, 16000 + 97 * extra, device="cuda"))
+    assert 0 < cache.size <= train.FFT_PLANS
