@@ -135,11 +135,30 @@ def train_all(runs: dict[str, Path], data: Path, extra: list[str]) -> dict:
     }
 
 
+def training_precision(extra: list[str]) -> str:
+    """The ``--precision`` for train.py: as given in ``extra``, else bf16
+    autocast where the CPU has bf16 matrix instructions (a training step 1.3x
+    faster, the same validation accuracy epoch by epoch, measured on the demo
+    yamls), else fp32 (emulated bf16 would be slower)."""
+    for arg in extra:
+        if arg.startswith("--precision="):
+            return arg.split("=", 1)[1]
+    import torch
+
+    try:
+        fast = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        fast = False
+    return "bf16" if fast else "fp32"
+
+
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {seconds % 60:04.1f} s"
 
 
-def results_table(summaries: dict[str, dict], split: str, threads: int) -> str:
+def results_table(
+    summaries: dict[str, dict], split: str, threads: int, precision: str = "fp32"
+) -> str:
     """Markdown table, one column per model."""
     names = list(summaries)
     rows = [
@@ -149,6 +168,7 @@ def results_table(summaries: dict[str, dict], split: str, threads: int) -> str:
         ("training time (wall)", lambda s: _minutes(s["train_seconds"])),
         ("training time (CPU)", lambda s: _minutes(s["train_cpu_seconds"])),
         ("epochs", lambda s: str(s["epochs"])),
+        ("training precision", lambda s: precision),
         ("peak memory (RSS)", lambda s: f"{s['peak_rss_mb'] / 1024:.2f} GiB"),
         ("decoding real-time factor", lambda s: f"{s['test'][split]['rtf']:.3f}"),
     ]
@@ -287,8 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume:
         for out in runs.values():
             shutil.rmtree(out, ignore_errors=True)
-    print(f"\n=== Training {', '.join(runs)} (logs: <out>/<model>/console.log) ===")
-    summaries = train_all(runs, data, extra)
+    precision = training_precision(extra)
+    extra = [a for a in extra if not a.startswith("--precision=")]
+    print(
+        f"\n=== Training {', '.join(runs)}, {precision} "
+        "(logs: <out>/<model>/console.log) ==="
+    )
+    summaries = train_all(runs, data, [*extra, f"--precision={precision}"])
 
     split = next(iter(summaries[args.models[0]]["test"]))
     print("\n=== Test split decoded with the CTC head alone ===", flush=True)
@@ -296,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         summaries[name]["test"][split]["ctc_wer"] = ctc_only_wer(
             out / "model", data, split
         )
-    table = results_table(summaries, split, _threads(len(runs)))
+    table = results_table(summaries, split, _threads(len(runs)), precision)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(table + "\n")
     print(f"\n=== Results (also in {args.out / 'results.md'}) ===\n{table}", flush=True)
