@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """HyperConformer vs Conformer, trained end to end on the embedded corpus.
 
-Run by ``make demo``. On a 2-core CPU it takes about 20-30 minutes (each model
-about 20 minutes of CPU time, the two trained at once):
+Run by ``make demo``. On a 2-core CPU it takes about 17 minutes (each model
+13-16 minutes of CPU time in bf16, the two trained at once):
 
 1. generates the synthetic LibriSpeech-format corpus into ``data/`` (real
    eSpeak NG speech; test voices never occur in training), unless present;
@@ -137,9 +137,9 @@ def train_all(runs: dict[str, Path], data: Path, extra: list[str]) -> dict:
 
 def training_precision(extra: list[str]) -> str:
     """The ``--precision`` for train.py: as given in ``extra``, else bf16
-    autocast where the CPU has bf16 matrix instructions (a training step 1.3x
-    faster, the same validation accuracy epoch by epoch, measured on the demo
-    yamls), else fp32 (emulated bf16 would be slower)."""
+    autocast where the CPU has bf16 matrix instructions (a training step of
+    either demo model 1.3x faster, validation accuracy within 0.015 of fp32 at
+    every epoch), else fp32 (emulated bf16 would be slower)."""
     for arg in extra:
         if arg.startswith("--precision="):
             return arg.split("=", 1)[1]
