@@ -7,6 +7,7 @@ import torch
 def test_precision_follows_the_command_line_else_the_cpu():
     assert demo.training_precision(["--precision=fp32", "--x=1"]) == "fp32"
     assert demo.training_precision(["--precision=bf16"]) == "bf16"
+    assert demo.training_precision(["--precision", "fp16", "--x=1"]) == "fp16"
     fast = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert demo.training_precision(["--number_of_epochs=2"]) == (
         "bf16" if fast else "fp32"

@@ -252,7 +252,7 @@ def run(sizes: Sizes, device: torch.device, deadline_s: float, out: Path) -> Pat
         "",
         f"Batches of {sizes.batch_seconds:g} s of {sizes.utterance_seconds[0]:g}-"
         f"{sizes.utterance_seconds[1]:g} s utterances; {sizes.train_steps} timed "
-        "steps after a warm-up step on each of the 3 batches; "
+        "steps after a warm-up step on each distinct batch; "
         "peak: `torch.cuda.max_memory_allocated` "
         "(model, optimiser state and activations).",
         "",
