@@ -116,7 +116,9 @@ class HyperConformerLayer(nn.Module):
     mixing_dropout : bool
         Apply ``dropout`` to the mixing branch (SpeechBrain does not).
     mixing_summary : str
-        HyperMixing's ``summary``: "sum" (SpeechBrain's) or "mean".
+        HyperMixing's ``summary``: "sum" (SpeechBrain's), "mean" or "capped".
+    mixing_summary_frames : int
+        HyperMixing's ``summary_frames`` (used by "capped").
 
     Example
     -------
@@ -139,6 +141,7 @@ class HyperConformerLayer(nn.Module):
         mixing_init: str = "xavier",
         mixing_dropout: bool = False,
         mixing_summary: str = "sum",
+        mixing_summary_frames: int = 512,
     ) -> None:
         super().__init__()
         self.ffn1 = FeedForwardModule(d_model, d_ffn, dropout, activation)
@@ -150,6 +153,7 @@ class HyperConformerLayer(nn.Module):
             tied=tied,
             init=mixing_init,
             summary=mixing_summary,
+            summary_frames=mixing_summary_frames,
         )
         self.mixing_dropout = nn.Dropout(dropout) if mixing_dropout else nn.Identity()
         self.conv = ConvolutionModule(d_model, kernel_size, dropout, activation, bias)
@@ -203,7 +207,8 @@ class HyperConformerEncoder(nn.Module):
     num_layers : int
         Number of blocks.
     d_model, d_ffn, nhead, hypernet_size, kernel_size, dropout, activation,
-    bias, tied, mixing_init, mixing_dropout, mixing_summary
+    bias, tied, mixing_init, mixing_dropout, mixing_summary,
+    mixing_summary_frames
         As in :class:`HyperConformerLayer`.
 
     Example
@@ -230,6 +235,7 @@ class HyperConformerEncoder(nn.Module):
         mixing_init: str = "xavier",
         mixing_dropout: bool = False,
         mixing_summary: str = "sum",
+        mixing_summary_frames: int = 512,
     ) -> None:
         super().__init__()
         self.d_model = d_model
@@ -247,6 +253,7 @@ class HyperConformerEncoder(nn.Module):
                 mixing_init,
                 mixing_dropout,
                 mixing_summary,
+                mixing_summary_frames,
             )
             for _ in range(num_layers)
         )

@@ -54,7 +54,7 @@ from hyperconformer.positional import chunk_positions
 __all__ = ["HyperMixing", "MixingState"]
 
 INITS = ("xavier", "head_uniform")
-SUMMARIES = ("sum", "mean")
+SUMMARIES = ("sum", "mean", "capped")
 
 
 class MixingState(NamedTuple):
@@ -99,7 +99,11 @@ class HyperMixing(nn.Module):
     summary : str
         "sum" (SpeechBrain's): W1ᵀX sums over the tokens; "mean": it is
         divided by the number of tokens summed, so its scale does not grow
-        with the input's length (module docstring).
+        with the input's length; "capped": the sum up to ``summary_frames``
+        tokens, beyond that the mean times ``summary_frames`` (module
+        docstring).
+    summary_frames : int
+        Where "capped" turns from the sum to the scaled mean.
 
     Example
     -------
@@ -118,12 +122,15 @@ class HyperMixing(nn.Module):
         tied: bool = False,
         init: str = "xavier",
         summary: str = "sum",
+        summary_frames: int = 512,
     ) -> None:
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if summary not in SUMMARIES:
             raise ValueError(f"summary must be one of {SUMMARIES}, got {summary!r}")
+        if summary_frames < 1:
+            raise ValueError(f"summary_frames must be positive, got {summary_frames}")
         if d_model % num_heads != 0:
             raise ValueError(
                 f"d_model ({d_model}) must be divisible by num_heads ({num_heads})"
@@ -140,6 +147,7 @@ class HyperMixing(nn.Module):
         self.tied = tied
         self.init = init
         self.summary = summary
+        self.summary_frames = summary_frames
         # One generator for W1 and one for W2 (G = 2), or a shared one (G = 1).
         self.num_generators = 1 if tied else 2
         g, h, f, k = self.num_generators, num_heads, self.head_dim, self.head_hidden
@@ -207,7 +215,7 @@ class HyperMixing(nn.Module):
         self, gram: torch.Tensor, colsum: torch.Tensor, count: torch.Tensor | None
     ) -> torch.Tensor:
         """GELU(W1ᵀX) from A1ᵀX (h, n, f, f), colsum(X) (h, n, 1, f) and the
-        (n,) token counts (used by ``summary="mean"``): (h, n, k, f)."""
+        (n,) token counts (used by "mean" and "capped"): (h, n, k, f)."""
         h, g, f, k = (
             self.num_heads,
             self.num_generators,
@@ -220,8 +228,10 @@ class HyperMixing(nn.Module):
         # W1ᵀX = V1ᵀ(A1ᵀX) + c1·colsum(X), so the (t x k) W1 is never built.
         summary = w2[:, 0].transpose(1, 2).unsqueeze(1) @ gram  # (h, n, k, f)
         summary = summary + b2[:, 0, None, :, None] * colsum
-        if self.summary == "mean":
-            summary = summary / count.clamp(min=1).view(1, -1, 1, 1).to(summary.dtype)
+        if self.summary != "sum":
+            cap = 1 if self.summary == "mean" else self.summary_frames
+            scale = (count / cap).clamp(min=1).view(1, -1, 1, 1)
+            summary = summary / scale.to(summary.dtype)
         return F.gelu(summary)
 
     def _read_out(self, feats: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:

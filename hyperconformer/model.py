@@ -116,9 +116,12 @@ class HyperConformerASR(nn.Module):
         Apply ``dropout`` after the mixing branch. SpeechBrain's Conformer
         layer defines that dropout but never applies it (False).
     mixing_summary : str
-        "sum" (SpeechBrain's) or "mean": HyperMixing's summary divided by the
+        "sum" (SpeechBrain's); "mean": HyperMixing's summary divided by the
         number of frames summed, so that its scale does not grow with a
-        stream (:mod:`hyperconformer.mixing`).
+        stream; "capped": the sum up to ``mixing_summary_frames`` frames and
+        the mean scaled to that many beyond (:mod:`hyperconformer.mixing`).
+    mixing_summary_frames : int
+        Where "capped" turns from the sum to the scaled mean.
 
     Example
     -------
@@ -156,6 +159,7 @@ class HyperConformerASR(nn.Module):
         mixing_init: str = "xavier",
         mixing_dropout: bool = False,
         mixing_summary: str = "sum",
+        mixing_summary_frames: int = 512,
     ) -> None:
         super().__init__()
         if encoder_module != "conformer" or attention_type != "hypermixing":
@@ -197,6 +201,7 @@ class HyperConformerASR(nn.Module):
             mixing_init=mixing_init,
             mixing_dropout=mixing_dropout,
             mixing_summary=mixing_summary,
+            mixing_summary_frames=mixing_summary_frames,
         )
         self.decoder_positions = (
             SinusoidalPositions(d_model) if positional_encoding else None

@@ -8,6 +8,13 @@ from test_core import ShapeRecorder
 from hyperconformer import HyperMixing, MixingState
 
 LENGTHS = (97, 60, 13)
+SUMMARIES = ["sum", "mean", "capped"]
+
+
+def mixer(summary: str) -> HyperMixing:
+    """A small mixer; "capped" turns to the scaled mean at 50 frames, so the
+    inputs below reach both of its regimes."""
+    return HyperMixing(48, 96, 4, summary=summary, summary_frames=50)
 
 
 def padded_batch(d_model: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -17,10 +24,10 @@ def padded_batch(d_model: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tenso
     return x, pad
 
 
-@pytest.mark.parametrize("summary", ["sum", "mean"])
+@pytest.mark.parametrize("summary", SUMMARIES)
 def test_one_chunk_is_offline_mixing(summary):
     torch.manual_seed(0)
-    mix = HyperMixing(48, 96, 4, summary=summary).eval()
+    mix = mixer(summary).eval()
     x, pad = padded_batch(48)
     offline = mix(x, pad)
     for chunk_size in (97, 400):
@@ -29,10 +36,10 @@ def test_one_chunk_is_offline_mixing(summary):
     assert (mix(x, pad, chunk_size=8) - offline).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("summary", ["sum", "mean"])
+@pytest.mark.parametrize("summary", SUMMARIES)
 def test_frames_see_their_chunk_and_the_past_only(summary):
     torch.manual_seed(1)
-    mix = HyperMixing(48, 96, 4, summary=summary).eval()
+    mix = mixer(summary).eval()
     x = torch.randn(1, 40, 48)
     changed = x.clone()
     changed[:, 21] += 1.0  # a frame of chunk 2 (frames 16..23)
@@ -42,10 +49,10 @@ def test_frames_see_their_chunk_and_the_past_only(summary):
     assert diff[16:].min() > 1e-4  # its own chunk and later ones do
 
 
-@pytest.mark.parametrize("summary", ["sum", "mean"])
+@pytest.mark.parametrize("summary", SUMMARIES)
 def test_chunked_mixing_is_padding_exact(summary):
     torch.manual_seed(2)
-    mix = HyperMixing(48, 96, 4, summary=summary).eval()
+    mix = mixer(summary).eval()
     x, pad = padded_batch(48)
     x = x.masked_fill(pad.unsqueeze(-1), 1e3)  # garbage in the padding
     batch = mix(x, pad, chunk_size=8)
@@ -54,10 +61,10 @@ def test_chunked_mixing_is_padding_exact(summary):
         assert (batch[i, :length] - alone[0]).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("summary", ["sum", "mean"])
+@pytest.mark.parametrize("summary", SUMMARIES)
 def test_stream_equals_chunked_pass_with_a_constant_state(summary):
     torch.manual_seed(3)
-    mix = HyperMixing(48, 96, 4, summary=summary).eval()
+    mix = mixer(summary).eval()
     x = torch.randn(2, 203, 48)
     outputs, state, sizes = [], None, set()
     for start in range(0, 203, 16):
@@ -81,12 +88,12 @@ def test_chunked_training_builds_no_length_squared_tensor():
         assert all(sum(d >= frames for d in s) < 2 for s in rec.shapes)
 
 
-def test_mean_summary_keeps_its_scale_as_the_stream_grows():
+def test_mean_and_capped_summaries_keep_their_scale_as_the_stream_grows():
     torch.manual_seed(4)
     offset = torch.randn(48)  # real features are not zero-mean per channel
     scale = {}
-    for summary in ("sum", "mean"):
-        mix = HyperMixing(48, 96, 4, summary=summary).eval()
+    for summary in ("sum", "mean", "capped"):
+        mix = HyperMixing(48, 96, 4, summary=summary, summary_frames=160).eval()
         pre_norm = []
         mix.norm.register_forward_hook(
             lambda _m, a, _o, seen=pre_norm: seen.append(a[0])
@@ -97,14 +104,34 @@ def test_mean_summary_keeps_its_scale_as_the_stream_grows():
             for _ in range(100):  # 1600 frames, about a minute
                 chunk = torch.randn(1, 16, 48, generator=gen) + offset
                 _, state = mix.stream(chunk, state)
-        rms = [p.pow(2).mean().sqrt().item() for p in (pre_norm[0], pre_norm[-1])]
-        scale[summary] = rms[1] / rms[0]
-    assert scale["sum"] > 30  # a sum over 100x more frames
-    assert 0.5 < scale["mean"] < 2
+        rms = [p.pow(2).mean().sqrt().item() for p in pre_norm]
+        scale[summary] = rms[-1] / rms[0], rms[-1] / rms[9]  # from 16, 160 frames
+    assert scale["sum"][1] > 5  # a sum over 10x more frames
+    assert 0.5 < scale["mean"][0] < 2
+    # capped: grows as the sum up to 160 frames, then stays there.
+    assert scale["capped"][0] > 3
+    assert 0.5 < scale["capped"][1] < 2
+
+
+def test_capped_summary_is_the_sum_up_to_its_frames():
+    torch.manual_seed(6)
+    summed = HyperMixing(48, 96, 4, summary="sum").eval()
+    capped = HyperMixing(48, 96, 4, summary="capped", summary_frames=100).eval()
+    capped.load_state_dict(summed.state_dict())
+    x, pad = padded_batch(48)  # at most 97 frames
+    assert torch.equal(capped(x, pad), summed(x, pad))
+    assert torch.equal(capped(x, pad, chunk_size=8), summed(x, pad, chunk_size=8))
+    # Chunks of 16: counts 16, 32, ..., 96 stay within the cap, 112 does not.
+    long = torch.randn(1, 203, 48)
+    diff = (capped(long, chunk_size=16) - summed(long, chunk_size=16)).abs()
+    assert diff[:, :96].max() == 0
+    assert diff[:, 96:].amax(-1).min() > 1e-4
 
 
 def test_bad_summary_and_chunk_size():
     with pytest.raises(ValueError, match="summary must be one of"):
         HyperMixing(16, 32, 4, summary="max")
+    with pytest.raises(ValueError, match="summary_frames must be positive"):
+        HyperMixing(16, 32, 4, summary="capped", summary_frames=0)
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         HyperMixing(16, 32, 4)(torch.randn(1, 5, 16), chunk_size=0)

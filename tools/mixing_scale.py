@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Scale of HyperMixing's output over an hour-long stream, "sum" vs "mean".
+"""Scale of HyperMixing's output over an hour-long stream, per ``summary``.
 
 The first HyperMixing layer of ``hyperconformer_8M.yaml`` (freshly
 initialised, sizes read from the yaml) is fed a random stream chunk by chunk
@@ -7,7 +7,9 @@ initialised, sizes read from the yaml) is fed a random stream chunk by chunk
 standard-normal signal plus a per-channel offset drawn once (real features are
 not zero-mean per channel, and that is what makes a sum over tokens grow
 linearly). At a few points of the stream it reports the RMS of the mixing
-output before its final layer norm, for ``summary="sum"`` and ``"mean"``, the
+output before its final layer norm, for ``summary="sum"``, ``"mean"`` and
+``"capped"`` (with ``--summary-frames``, default 1024 as in
+``hyperconformer_8M_streaming.yaml``), the
 largest difference between the float32 stream and the same stream in float64,
 and the size of the carried state.
 
@@ -65,6 +67,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--chunk", type=int, default=16, help="encoder frames")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--summary-frames", type=int, default=1024, help='"capped" turns here'
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     hp = load_hparams(HPARAMS_DIR / "hyperconformer_8M.yaml")
@@ -74,7 +79,8 @@ def main() -> None:
     print(f"chunk {args.chunk} frames, {args.minutes:g} min, {args.threads} thread(s)")
     print("| summary | " + " | ".join(labels[m] for m in report_at) + " |")
     print("|---|" + "---|" * len(report_at))
-    for summary in ("sum", "mean"):
+    mixing.summary_frames = args.summary_frames
+    for summary in ("sum", "mean", "capped"):
         mixing.summary = summary
         start = time.process_time()
         with torch.inference_mode():
