@@ -116,9 +116,9 @@ class HyperConformerLayer(nn.Module):
     mixing_dropout : bool
         Apply ``dropout`` to the mixing branch (SpeechBrain does not).
     mixing_summary : str
-        HyperMixing's ``summary``: "sum" (SpeechBrain's), "mean" or "capped".
-    mixing_summary_frames : int
-        HyperMixing's ``summary_frames`` (used by "capped").
+        HyperMixing's ``summary``: "sum" (SpeechBrain's) or "mean".
+    mixing_summary_frames : float
+        HyperMixing's ``summary_frames``: the mean's scale, in frames.
 
     Example
     -------
@@ -141,7 +141,7 @@ class HyperConformerLayer(nn.Module):
         mixing_init: str = "xavier",
         mixing_dropout: bool = False,
         mixing_summary: str = "sum",
-        mixing_summary_frames: int = 512,
+        mixing_summary_frames: float = 1.0,
     ) -> None:
         super().__init__()
         self.ffn1 = FeedForwardModule(d_model, d_ffn, dropout, activation)
@@ -235,7 +235,7 @@ class HyperConformerEncoder(nn.Module):
         mixing_init: str = "xavier",
         mixing_dropout: bool = False,
         mixing_summary: str = "sum",
-        mixing_summary_frames: int = 512,
+        mixing_summary_frames: float = 1.0,
     ) -> None:
         super().__init__()
         self.d_model = d_model

@@ -54,7 +54,7 @@ from hyperconformer.positional import chunk_positions
 __all__ = ["HyperMixing", "MixingState"]
 
 INITS = ("xavier", "head_uniform")
-SUMMARIES = ("sum", "mean", "capped")
+SUMMARIES = ("sum", "mean")
 
 
 class MixingState(NamedTuple):
@@ -98,12 +98,12 @@ class HyperMixing(nn.Module):
         "xavier" (SpeechBrain's) or "head_uniform" (see the module docstring).
     summary : str
         "sum" (SpeechBrain's): W1ᵀX sums over the tokens; "mean": it is
-        divided by the number of tokens summed, so its scale does not grow
-        with the input's length; "capped": the sum up to ``summary_frames``
-        tokens, beyond that the mean times ``summary_frames`` (module
-        docstring).
-    summary_frames : int
-        Where "capped" turns from the sum to the scaled mean.
+        divided by the number of tokens summed and multiplied by
+        ``summary_frames``, so its scale does not grow with the input's
+        length (module docstring).
+    summary_frames : float
+        For "mean": the summary has the scale of a sum over this many frames
+        (1: the plain mean).
 
     Example
     -------
@@ -122,14 +122,14 @@ class HyperMixing(nn.Module):
         tied: bool = False,
         init: str = "xavier",
         summary: str = "sum",
-        summary_frames: int = 512,
+        summary_frames: float = 1.0,
     ) -> None:
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if summary not in SUMMARIES:
             raise ValueError(f"summary must be one of {SUMMARIES}, got {summary!r}")
-        if summary_frames < 1:
+        if summary_frames <= 0:
             raise ValueError(f"summary_frames must be positive, got {summary_frames}")
         if d_model % num_heads != 0:
             raise ValueError(
@@ -215,7 +215,7 @@ class HyperMixing(nn.Module):
         self, gram: torch.Tensor, colsum: torch.Tensor, count: torch.Tensor | None
     ) -> torch.Tensor:
         """GELU(W1ᵀX) from A1ᵀX (h, n, f, f), colsum(X) (h, n, 1, f) and the
-        (n,) token counts (used by "mean" and "capped"): (h, n, k, f)."""
+        (n,) token counts (used by ``summary="mean"``): (h, n, k, f)."""
         h, g, f, k = (
             self.num_heads,
             self.num_generators,
@@ -228,10 +228,9 @@ class HyperMixing(nn.Module):
         # W1ᵀX = V1ᵀ(A1ᵀX) + c1·colsum(X), so the (t x k) W1 is never built.
         summary = w2[:, 0].transpose(1, 2).unsqueeze(1) @ gram  # (h, n, k, f)
         summary = summary + b2[:, 0, None, :, None] * colsum
-        if self.summary != "sum":
-            cap = 1 if self.summary == "mean" else self.summary_frames
-            scale = (count / cap).clamp(min=1).view(1, -1, 1, 1)
-            summary = summary / scale.to(summary.dtype)
+        if self.summary == "mean":
+            frames = count.clamp(min=1) / self.summary_frames
+            summary = summary / frames.view(1, -1, 1, 1).to(summary.dtype)
         return F.gelu(summary)
 
     def _read_out(self, feats: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:

@@ -116,12 +116,12 @@ class HyperConformerASR(nn.Module):
         Apply ``dropout`` after the mixing branch. SpeechBrain's Conformer
         layer defines that dropout but never applies it (False).
     mixing_summary : str
-        "sum" (SpeechBrain's); "mean": HyperMixing's summary divided by the
-        number of frames summed, so that its scale does not grow with a
-        stream; "capped": the sum up to ``mixing_summary_frames`` frames and
-        the mean scaled to that many beyond (:mod:`hyperconformer.mixing`).
-    mixing_summary_frames : int
-        Where "capped" turns from the sum to the scaled mean.
+        "sum" (SpeechBrain's) or "mean": HyperMixing's summary divided by the
+        number of frames summed and multiplied by ``mixing_summary_frames``,
+        so that its scale does not grow with a stream
+        (:mod:`hyperconformer.mixing`).
+    mixing_summary_frames : float
+        For "mean": the scale of a sum over this many frames (1: the mean).
 
     Example
     -------
@@ -159,7 +159,7 @@ class HyperConformerASR(nn.Module):
         mixing_init: str = "xavier",
         mixing_dropout: bool = False,
         mixing_summary: str = "sum",
-        mixing_summary_frames: int = 512,
+        mixing_summary_frames: float = 1.0,
     ) -> None:
         super().__init__()
         if encoder_module != "conformer" or attention_type != "hypermixing":

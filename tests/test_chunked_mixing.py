@@ -8,12 +8,11 @@ from test_core import ShapeRecorder
 from hyperconformer import HyperMixing, MixingState
 
 LENGTHS = (97, 60, 13)
-SUMMARIES = ["sum", "mean", "capped"]
+SUMMARIES = ["sum", "mean"]
 
 
 def mixer(summary: str) -> HyperMixing:
-    """A small mixer; "capped" turns to the scaled mean at 50 frames, so the
-    inputs below reach both of its regimes."""
+    """A small mixer; "mean" scaled to a sum over 50 frames."""
     return HyperMixing(48, 96, 4, summary=summary, summary_frames=50)
 
 
@@ -88,12 +87,12 @@ def test_chunked_training_builds_no_length_squared_tensor():
         assert all(sum(d >= frames for d in s) < 2 for s in rec.shapes)
 
 
-def test_mean_and_capped_summaries_keep_their_scale_as_the_stream_grows():
-    torch.manual_seed(4)
-    offset = torch.randn(48)  # real features are not zero-mean per channel
-    scale = {}
-    for summary in ("sum", "mean", "capped"):
-        mix = HyperMixing(48, 96, 4, summary=summary, summary_frames=160).eval()
+def test_mean_summaries_keep_their_scale_as_the_stream_grows():
+    offset = torch.randn(48, generator=torch.Generator().manual_seed(4))
+    rms = {}
+    for summary, frames in (("sum", 1), ("mean", 1), ("mean", 160)):
+        torch.manual_seed(4)  # the same weights for each summary
+        mix = HyperMixing(48, 96, 4, summary=summary, summary_frames=frames).eval()
         pre_norm = []
         mix.norm.register_forward_hook(
             lambda _m, a, _o, seen=pre_norm: seen.append(a[0])
@@ -104,34 +103,32 @@ def test_mean_and_capped_summaries_keep_their_scale_as_the_stream_grows():
             for _ in range(100):  # 1600 frames, about a minute
                 chunk = torch.randn(1, 16, 48, generator=gen) + offset
                 _, state = mix.stream(chunk, state)
-        rms = [p.pow(2).mean().sqrt().item() for p in pre_norm]
-        scale[summary] = rms[-1] / rms[0], rms[-1] / rms[9]  # from 16, 160 frames
-    assert scale["sum"][1] > 5  # a sum over 10x more frames
-    assert 0.5 < scale["mean"][0] < 2
-    # capped: grows as the sum up to 160 frames, then stays there.
-    assert scale["capped"][0] > 3
-    assert 0.5 < scale["capped"][1] < 2
+        rms[summary, frames] = [p.pow(2).mean().sqrt().item() for p in pre_norm]
+    assert rms["sum", 1][-1] / rms["sum", 1][9] > 5  # a sum over 10x more frames
+    for frames in (1, 160):
+        assert 0.5 < rms["mean", frames][-1] / rms["mean", frames][0] < 2
+    # At 160 frames the scaled mean is the sum.
+    assert rms["mean", 160][9] == pytest.approx(rms["sum", 1][9], rel=1e-4)
+    assert rms["mean", 160][9] > 10 * rms["mean", 1][9]
 
 
-def test_capped_summary_is_the_sum_up_to_its_frames():
+def test_mean_scaled_to_the_input_length_is_the_sum():
     torch.manual_seed(6)
     summed = HyperMixing(48, 96, 4, summary="sum").eval()
-    capped = HyperMixing(48, 96, 4, summary="capped", summary_frames=100).eval()
-    capped.load_state_dict(summed.state_dict())
-    x, pad = padded_batch(48)  # at most 97 frames
-    assert torch.equal(capped(x, pad), summed(x, pad))
-    assert torch.equal(capped(x, pad, chunk_size=8), summed(x, pad, chunk_size=8))
-    # Chunks of 16: counts 16, 32, ..., 96 stay within the cap, 112 does not.
-    long = torch.randn(1, 203, 48)
-    diff = (capped(long, chunk_size=16) - summed(long, chunk_size=16)).abs()
-    assert diff[:, :96].max() == 0
-    assert diff[:, 96:].amax(-1).min() > 1e-4
+    meaned = HyperMixing(48, 96, 4, summary="mean", summary_frames=97).eval()
+    meaned.load_state_dict(summed.state_dict())
+    x = torch.randn(2, 97, 48)
+    assert torch.allclose(meaned(x), summed(x), atol=1e-5)
+    # Chunked, only the chunk whose running count is 97 (the last) agrees.
+    diff = (meaned(x, chunk_size=16) - summed(x, chunk_size=16)).abs()
+    assert diff[:, 96:].max() <= 1e-5
+    assert diff[:, :96].amax(-1).min() > 1e-4
 
 
 def test_bad_summary_and_chunk_size():
     with pytest.raises(ValueError, match="summary must be one of"):
         HyperMixing(16, 32, 4, summary="max")
     with pytest.raises(ValueError, match="summary_frames must be positive"):
-        HyperMixing(16, 32, 4, summary="capped", summary_frames=0)
+        HyperMixing(16, 32, 4, summary="mean", summary_frames=0)
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         HyperMixing(16, 32, 4)(torch.randn(1, 5, 16), chunk_size=0)

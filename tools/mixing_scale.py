@@ -7,9 +7,9 @@ initialised, sizes read from the yaml) is fed a random stream chunk by chunk
 standard-normal signal plus a per-channel offset drawn once (real features are
 not zero-mean per channel, and that is what makes a sum over tokens grow
 linearly). At a few points of the stream it reports the RMS of the mixing
-output before its final layer norm, for ``summary="sum"``, ``"mean"`` and
-``"capped"`` (with ``--summary-frames``, default 1024 as in
-``hyperconformer_8M_streaming.yaml``), the
+output before its final layer norm, for ``summary="sum"``, the plain
+``"mean"`` and the mean scaled to a sum over ``--summary-frames`` frames
+(default 256, as in ``hyperconformer_8M_streaming.yaml``), the
 largest difference between the float32 stream and the same stream in float64,
 and the size of the carried state.
 
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=16, help="encoder frames")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
-        "--summary-frames", type=int, default=1024, help='"capped" turns here'
+        "--summary-frames", type=float, default=256.0, help="the scaled mean's"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -79,9 +79,10 @@ def main() -> None:
     print(f"chunk {args.chunk} frames, {args.minutes:g} min, {args.threads} thread(s)")
     print("| summary | " + " | ".join(labels[m] for m in report_at) + " |")
     print("|---|" + "---|" * len(report_at))
-    mixing.summary_frames = args.summary_frames
-    for summary in ("sum", "mean", "capped"):
-        mixing.summary = summary
+    rows = {"sum": ("sum", 1.0), "mean": ("mean", 1.0)}
+    rows[f"mean x {args.summary_frames:g}"] = ("mean", args.summary_frames)
+    for label, (summary, frames) in rows.items():
+        mixing.summary, mixing.summary_frames = summary, frames
         start = time.process_time()
         with torch.inference_mode():
             scales, out32, size = stream_scales(
@@ -92,7 +93,7 @@ def main() -> None:
             )
         drift = (out32.double() - out64).abs().max().item()
         cells = " | ".join(f"{scales[m]:.3g}" for m in report_at)
-        print(f"| {summary} | {cells} |")
+        print(f"| {label} | {cells} |")
         print(
             f"  last chunk, float32 vs float64: max |diff| {drift:.2e}; "
             f"state {size} bytes; {time.process_time() - start:.1f} s CPU"
