@@ -23,10 +23,10 @@ from speechbrain.dataio.batch import PaddedBatch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def demo_brain(tmp_path, augmenter, key="fea_augment"):
-    """The demo recipe's ASR Brain, tiny, with ``augmenter`` as its ``key``
+def demo_brain(tmp_path, augmenter, key="fea_augment", yaml="hyperconformer_demo.yaml"):
+    """A demo recipe's ASR Brain, tiny, with ``augmenter`` as its ``key``
     (fea_augment or wav_augment) and no other augmentation."""
-    with open(ROOT / "hparams/LibriSpeech/hyperconformer_demo.yaml") as f:
+    with open(ROOT / "hparams/LibriSpeech" / yaml) as f:
         hparams = load_hyperpyyaml(
             f,
             {

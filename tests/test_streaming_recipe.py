@@ -9,6 +9,7 @@ import torch
 from measurement import load_hparams
 from speechbrain.core import Stage
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
+from test_recipe_faults import audio_batch, demo_brain
 from test_recipe import (  # noqa: F401 (data_folder is a fixture)
     HPARAMS,
     data_folder,
@@ -33,6 +34,28 @@ def test_sampler_mixes_chunked_and_offline_batches():
     assert all(c.is_infinite_left_context() for c in chunked)
     assert sampler(Stage.VALID) is None
     assert sampler(Stage.TEST) == DynChunkTrainConfig(16)
+
+
+def test_chunked_batches_start_at_dynchunktrain_start_epoch(tiny_corpus, tmp_path):
+    brain = demo_brain(tmp_path, None, yaml="hyperconformer_demo_streaming.yaml")
+    brain.hparams.dynchunktrain_start_epoch = 3
+    brain.hparams.dynchunktrain_config_sampler.chunkwise_prob = 1.0
+    seen = []
+    brain.modules.Transformer.register_forward_pre_hook(
+        lambda _m, _a, kwargs: seen.append(kwargs["dynchunktrain_config"]),
+        with_kwargs=True,
+    )
+    batch = audio_batch(Path(tiny_corpus) / "LibriSpeech")
+    norm, n_mels = brain.modules.normalize.eval(), brain.hparams.n_mels
+    norm.glob_mean, norm.glob_std = torch.zeros(n_mels), torch.ones(n_mels)
+    with torch.no_grad():
+        for epoch in (1, 2, 3, 4):
+            brain.hparams.epoch_counter.current = epoch
+            brain.compute_forward(batch, Stage.TRAIN)
+        brain.compute_forward(batch, Stage.VALID)
+    assert seen[:2] == [None, None]  # epochs 1-2: offline
+    assert all(c is not None and c.chunk_size >= 4 for c in seen[2:4])
+    assert seen[4] is None  # dev decoding is offline whatever the epoch
 
 
 def test_train_export_and_stream_the_exported_model(streaming_run, data_folder):  # noqa: F811

@@ -95,10 +95,15 @@ class ASR(sb.core.Brain):
         src = self.modules.CNN(feats)
         # Dynamic chunk training (streaming yamls only): a chunked or offline
         # encoder per training batch, the yaml's choice for dev and test.
+        # Training epochs before dynchunktrain_start_epoch are all offline.
         chunking = {}
         sampler = getattr(self.hparams, "dynchunktrain_config_sampler", None)
         if sampler is not None:
-            chunking["dynchunktrain_config"] = sampler(stage)
+            config = sampler(stage)
+            start = getattr(self.hparams, "dynchunktrain_start_epoch", 1)
+            if stage == sb.Stage.TRAIN and self.hparams.epoch_counter.current < start:
+                config = None
+            chunking["dynchunktrain_config"] = config
         enc_out, dec_out = self.modules.Transformer(
             src, tokens_bos, wav_lens, pad_idx=self.hparams.pad_index, **chunking
         )
