@@ -9,12 +9,12 @@ import torch
 from measurement import load_hparams
 from speechbrain.core import Stage
 from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
-from test_recipe_faults import audio_batch, demo_brain
 from test_recipe import (  # noqa: F401 (data_folder is a fixture)
     HPARAMS,
     data_folder,
     wer_line,
 )
+from test_recipe_faults import audio_batch, demo_brain
 
 from hyperconformer import StreamingEncoder
 from hyperconformer.audio import load_audio
