@@ -169,12 +169,11 @@ def training_step_rate(
     # came out slower than the 22M one measured after it).
     for i in range(len(batches)):
         step(i)
-    synchronize(device)
-    warm_start = time.perf_counter()
-    while device.type == "cuda" and time.perf_counter() - warm_start < WARM_UP_S:
-        step(0)
-        synchronize(device)
     if device.type == "cuda":
+        warm_start = time.perf_counter()
+        while time.perf_counter() - warm_start < WARM_UP_S:
+            step(0)
+            synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     synchronize(device)
     start = time.perf_counter()
