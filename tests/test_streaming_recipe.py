@@ -39,6 +39,7 @@ def test_sampler_mixes_chunked_and_offline_batches():
 def test_chunked_batches_start_at_dynchunktrain_start_epoch(tiny_corpus, tmp_path):
     brain = demo_brain(tmp_path, None, yaml="hyperconformer_demo_streaming.yaml")
     brain.hparams.dynchunktrain_start_epoch = 3
+    brain.hparams.dynchunktrain_offline_too = False  # one pass per batch
     brain.hparams.dynchunktrain_config_sampler.chunkwise_prob = 1.0
     seen = []
     brain.modules.Transformer.register_forward_pre_hook(
@@ -56,6 +57,34 @@ def test_chunked_batches_start_at_dynchunktrain_start_epoch(tiny_corpus, tmp_pat
     assert seen[:2] == [None, None]  # epochs 1-2: offline
     assert all(c is not None and c.chunk_size >= 4 for c in seen[2:4])
     assert seen[4] is None  # dev decoding is offline whatever the epoch
+
+
+def test_offline_too_trains_a_chunked_batch_in_both_modes(tiny_corpus, tmp_path):
+    brain = demo_brain(tmp_path, None, yaml="hyperconformer_demo_streaming.yaml")
+    brain.hparams.dynchunktrain_config_sampler.chunkwise_prob = 1.0
+    brain.modules.eval()  # no dropout: the passes are compared below
+    norm, n_mels = brain.modules.normalize, brain.hparams.n_mels
+    norm.glob_mean, norm.glob_std = torch.zeros(n_mels), torch.ones(n_mels)
+    batch = audio_batch(Path(tiny_corpus) / "LibriSpeech")
+
+    def loss(epoch, offline_too):
+        brain.hparams.epoch_counter.current = epoch
+        brain.hparams.dynchunktrain_offline_too = offline_too
+        torch.manual_seed(0)  # the same sampled chunk size every time
+        with torch.no_grad():
+            predictions = brain.compute_forward(batch, Stage.TRAIN)
+            return predictions[0].size(0), brain.compute_objectives(
+                predictions, batch, Stage.TRAIN
+            )
+
+    start = brain.hparams.dynchunktrain_start_epoch
+    rows_offline, offline = loss(start - 1, True)  # before the start: offline
+    rows_chunked, chunked = loss(start, False)
+    rows_both, both = loss(start, True)
+    assert rows_offline == rows_chunked == 2 and rows_both == 4
+    assert not torch.isclose(chunked, offline, atol=1e-3)
+    # batchmean over the stacked rows: the mean of the two passes' losses
+    torch.testing.assert_close(both, (chunked + offline) / 2, atol=1e-5, rtol=1e-5)
 
 
 def test_train_export_and_stream_the_exported_model(streaming_run, data_folder):  # noqa: F811

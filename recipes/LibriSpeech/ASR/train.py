@@ -107,6 +107,16 @@ class ASR(sb.core.Brain):
         enc_out, dec_out = self.modules.Transformer(
             src, tokens_bos, wav_lens, pad_idx=self.hparams.pad_index, **chunking
         )
+        if stage == sb.Stage.TRAIN and self._offline_too(chunking):
+            # A chunked batch also trains offline, from the same front-end
+            # output: the two passes are stacked as one batch of twice the
+            # rows, and compute_objectives repeats the targets to match.
+            offline = self.modules.Transformer(
+                src, tokens_bos, wav_lens, pad_idx=self.hparams.pad_index
+            )
+            enc_out = torch.cat((enc_out, offline[0]))
+            dec_out = torch.cat((dec_out, offline[1]))
+            wav_lens = torch.cat((wav_lens, wav_lens))
         p_ctc = self.hparams.log_softmax(self.modules.ctc_lin(enc_out))
         p_seq = self.hparams.log_softmax(self.modules.seq_lin(dec_out))
 
@@ -116,6 +126,13 @@ class ASR(sb.core.Brain):
         elif stage == sb.Stage.TEST:
             hyps, _, _, _ = self.test_search(enc_out.detach(), wav_lens)
         return p_ctc, p_seq, wav_lens, hyps
+
+    def _offline_too(self, chunking: dict) -> bool:
+        """Whether this chunked training batch also trains the offline
+        encoder (``dynchunktrain_offline_too`` in the yaml)."""
+        return chunking.get("dynchunktrain_config") is not None and getattr(
+            self.hparams, "dynchunktrain_offline_too", False
+        )
 
     def _decode_valid(self):
         # Beam search is slow: only every valid_search_interval epochs and at
@@ -135,6 +152,13 @@ class ASR(sb.core.Brain):
             self.replicate_labels(stage, t)
             for t in (tokens_eos, tokens_eos_lens, tokens, tokens_lens)
         )
+        # Chunked and offline passes of one batch (dynchunktrain_offline_too).
+        passes = p_ctc.size(0) // tokens.size(0)
+        if passes > 1:
+            tokens_eos, tokens_eos_lens, tokens, tokens_lens = (
+                torch.cat([t] * passes)
+                for t in (tokens_eos, tokens_eos_lens, tokens, tokens_lens)
+            )
 
         loss_seq = self.hparams.seq_cost(p_seq, tokens_eos, length=tokens_eos_lens)
         loss_ctc = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
