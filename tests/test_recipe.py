@@ -213,15 +213,17 @@ def test_sigkill_mid_epoch_resumes_from_intra_epoch_checkpoint(data_folder, tmp_
     ).read_text()
 
 
+TORCHRUN = [
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--standalone",
+    "--nproc_per_node=2",
+]
+
+
 def test_two_process_ddp_bf16_on_cpu(data_folder, tmp_path):
     out = tmp_path / "ddp"
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-    ]
     proc = run_recipe(
         "hyperconformer_demo.yaml",
         data_folder,
@@ -231,7 +233,7 @@ def test_two_process_ddp_bf16_on_cpu(data_folder, tmp_path):
         *TINY_MODEL,
         "--number_of_epochs=1",
         "--precision=bf16",
-        launcher=torchrun,
+        launcher=TORCHRUN,
     )
     wer_line(out / "wer_test-clean.txt")
     assert (out / "model" / "model.ckpt").is_file()
@@ -241,6 +243,26 @@ def test_two_process_ddp_bf16_on_cpu(data_folder, tmp_path):
     assert epochs_logged(out) == [1]
     assert "Model exported" in (out / "log.txt").read_text()
     assert json.loads((out / "summary.json").read_text())["epochs"] == 1
+
+
+def test_two_process_ddp_trains_chunked_batches_in_both_modes(data_folder, tmp_path):
+    # Two forward calls of the DDP-wrapped encoder per step (chunked, then
+    # offline) before one backward: the gradients must still synchronise.
+    out = tmp_path / "ddp_streaming"
+    proc = run_recipe(
+        "hyperconformer_demo_streaming.yaml",
+        data_folder,
+        out,
+        *SPLITS,
+        *SHORT,
+        *TINY_MODEL,
+        "--number_of_epochs=1",
+        "--dynchunktrain_start_epoch=1",
+        launcher=TORCHRUN,
+    )
+    assert "Distributed run: 2 processes, gloo backend" in proc.stdout + proc.stderr
+    assert epochs_logged(out) == [1]
+    wer_line(out / "wer_test-clean.txt")
 
 
 def _last_line(proc):
