@@ -36,19 +36,26 @@ def test_sampler_mixes_chunked_and_offline_batches():
     assert sampler(Stage.TEST) == DynChunkTrainConfig(16)
 
 
-def test_chunked_batches_start_at_dynchunktrain_start_epoch(tiny_corpus, tmp_path):
+def streaming_demo_brain(tmp_path):
+    """The tiny streaming demo Brain, every training batch from the start
+    epoch on chunked, with fixed global statistics (none are gathered)."""
     brain = demo_brain(tmp_path, None, yaml="hyperconformer_demo_streaming.yaml")
+    brain.hparams.dynchunktrain_config_sampler.chunkwise_prob = 1.0
+    norm, n_mels = brain.modules.normalize.eval(), brain.hparams.n_mels
+    norm.glob_mean, norm.glob_std = torch.zeros(n_mels), torch.ones(n_mels)
+    return brain
+
+
+def test_chunked_batches_start_at_dynchunktrain_start_epoch(tiny_corpus, tmp_path):
+    brain = streaming_demo_brain(tmp_path)
     brain.hparams.dynchunktrain_start_epoch = 3
     brain.hparams.dynchunktrain_offline_too = False  # one pass per batch
-    brain.hparams.dynchunktrain_config_sampler.chunkwise_prob = 1.0
     seen = []
     brain.modules.Transformer.register_forward_pre_hook(
         lambda _m, _a, kwargs: seen.append(kwargs["dynchunktrain_config"]),
         with_kwargs=True,
     )
     batch = audio_batch(Path(tiny_corpus) / "LibriSpeech")
-    norm, n_mels = brain.modules.normalize.eval(), brain.hparams.n_mels
-    norm.glob_mean, norm.glob_std = torch.zeros(n_mels), torch.ones(n_mels)
     with torch.no_grad():
         for epoch in (1, 2, 3, 4):
             brain.hparams.epoch_counter.current = epoch
@@ -60,11 +67,8 @@ def test_chunked_batches_start_at_dynchunktrain_start_epoch(tiny_corpus, tmp_pat
 
 
 def test_offline_too_trains_a_chunked_batch_in_both_modes(tiny_corpus, tmp_path):
-    brain = demo_brain(tmp_path, None, yaml="hyperconformer_demo_streaming.yaml")
-    brain.hparams.dynchunktrain_config_sampler.chunkwise_prob = 1.0
+    brain = streaming_demo_brain(tmp_path)
     brain.modules.eval()  # no dropout: the passes are compared below
-    norm, n_mels = brain.modules.normalize, brain.hparams.n_mels
-    norm.glob_mean, norm.glob_std = torch.zeros(n_mels), torch.ones(n_mels)
     batch = audio_batch(Path(tiny_corpus) / "LibriSpeech")
 
     def loss(epoch, offline_too):
