@@ -9,7 +9,7 @@ from hyperconformer.encoder import (
     LayerState,
 )
 from hyperconformer.endpoint import CausalSilence, Endpointer
-from hyperconformer.features import CausalFbank
+from hyperconformer.features import CausalFbank, CausalNormalization
 from hyperconformer.folder import ModelFolderError
 from hyperconformer.frontend import ConvFrontEnd
 from hyperconformer.inference import FileResult, Transcriber
@@ -30,6 +30,7 @@ from hyperconformer.streaming import EncoderStreamContext, StreamingEncoder
 __all__ = [
     "AtomicCheckpointer",
     "CausalFbank",
+    "CausalNormalization",
     "CausalSilence",
     "ConvFrontEnd",
     "EncoderStreamContext",

@@ -116,6 +116,7 @@ ALLOWED: dict[str, Allowed] = {
     "speechbrain.lobes.features.Fbank": Allowed(),
     "hyperconformer.CausalFbank": Allowed(),
     "speechbrain.processing.features.InputNormalization": Allowed(),
+    "hyperconformer.CausalNormalization": Allowed(),
     "hyperconformer.ConvFrontEnd": Allowed(),
     "speechbrain.lobes.models.convolution.ConvolutionFrontEnd": Allowed(),
     "hyperconformer.HyperConformerASR": Allowed(),

@@ -9,7 +9,9 @@ with a state whose size does not grow with the stream:
   its window of samples has arrived, from the samples it covers; the dB
   floor follows the running maximum;
 * normalisation with global statistics (SpeechBrain's ``InputNormalization``,
-  ``norm_type="global"``), frame by frame;
+  ``norm_type="global"``), frame by frame, and with
+  :class:`hyperconformer.CausalNormalization` by the running statistics of
+  the stream so far;
 * the convolutional front-end (:class:`hyperconformer.ConvFrontEnd`): each
   output frame once its receptive field has arrived, with the left context
   it needs (a few frames) kept from before;
@@ -31,9 +33,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from hyperconformer.features import CausalNormalization
+
 if TYPE_CHECKING:
     from hyperconformer.encoder import LayerState
-    from hyperconformer.features import CausalFbank
+    from hyperconformer.features import CausalFbank, NormalizationState
     from hyperconformer.frontend import ConvFrontEnd
     from hyperconformer.model import HyperConformerASR
 
@@ -135,7 +139,7 @@ class StreamingEncoder:
         utterance: see :mod:`hyperconformer.features`).
     normalize : speechbrain.processing.features.InputNormalization
         With ``norm_type="global"`` (per-sentence statistics need the whole
-        utterance).
+        utterance), or a :class:`hyperconformer.CausalNormalization`.
     frontend : ConvFrontEnd
         With "same" padding.
     model : HyperConformerASR
@@ -211,6 +215,7 @@ class StreamingEncoder:
         )
         self.context = model.make_streaming_context(DynChunkTrainConfig(chunk_size))
         self.peak: torch.Tensor | None = None  # running maximum of the features
+        self.norm_state: NormalizationState | None = None  # running statistics
         self.pending: torch.Tensor | None = None  # front-end frames not encoded
         self.empty = torch.zeros(1, 0, model.d_model)  # no frames, batch shape
 
@@ -264,7 +269,11 @@ class StreamingEncoder:
         if log_mel is None:
             return None
         feats, self.peak = self.features.floor(log_mel, self.peak)
-        return self.normalize(feats, torch.ones(feats.size(0), device=feats.device))
+        if not isinstance(self.normalize, CausalNormalization):
+            return self.normalize(feats, torch.ones(feats.size(0), device=feats.device))
+        feats = self.normalize.global_norm(feats)
+        feats, self.norm_state = self.normalize.causal(feats, self.norm_state)
+        return feats
 
     def _encode(self, frames: torch.Tensor | None, final: bool) -> torch.Tensor:
         if frames is not None:
@@ -311,6 +320,7 @@ class StreamingEncoder:
         """Bytes of every tensor the stream holds (buffers and encoder state)."""
         held = self.fbank.tensors() + self.frontend.tensors()
         held += [t for t in (self.peak, self.pending) if t is not None]
+        held += list(self.norm_state or ())
         for layer in self.context.layers or []:
             held += [*layer.mixing, layer.conv]
         return sum(t.numel() * t.element_size() for t in held)

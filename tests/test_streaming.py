@@ -11,6 +11,7 @@ from speechbrain.utils.dynamic_chunk_training import DynChunkTrainConfig
 
 from hyperconformer import (
     CausalFbank,
+    CausalNormalization,
     ConvFrontEnd,
     HyperConformerASR,
     StreamingEncoder,
@@ -50,8 +51,10 @@ def corpus_audio(tiny_corpus, count: int) -> list[torch.Tensor]:
     return [load_audio(f) for f in files[:count]]
 
 
-def global_normalization(feats: torch.Tensor) -> InputNormalization:
-    norm = InputNormalization(norm_type="global")
+def global_normalization(
+    feats: torch.Tensor, causal: bool = False
+) -> InputNormalization:
+    norm = CausalNormalization() if causal else InputNormalization(norm_type="global")
     norm(feats, torch.ones(feats.size(0)))  # statistics from this audio
     return norm.eval()
 
@@ -123,13 +126,38 @@ def test_causal_fbank_is_fbank_above_the_floor_and_padding_exact(tiny_corpus):
     assert torch.equal(padded[:, : ours.size(1) - 2], ours[:, :-2])
 
 
-@pytest.mark.parametrize("chunk_size", [8, 16])
-def test_audio_streamed_in_pieces_equals_one_chunked_pass(tiny_corpus, chunk_size):
+def test_causal_normalization_is_padding_exact_and_checkpointed(tiny_corpus, tmp_path):
+    from speechbrain.utils.checkpoints import Checkpointer
+
+    fbank = CausalFbank(n_mels=80)
+    short, long = corpus_audio(tiny_corpus, 2)
+    batch = torch.zeros(2, max(len(short), len(long)))
+    batch[0, : len(short)], batch[1, : len(long)] = short, long
+    norm = CausalNormalization(prior_frames=50)
+    feats = norm(fbank(batch), torch.tensor([len(short), len(long)]) / batch.size(1))
+    assert norm.count > 0  # training mode: the global statistics were updated
+    norm.eval()
+    alone = norm(fbank(short[None]), torch.ones(1))
+    frames = alone.size(1)
+    assert (feats[0, :frames] - alone[0]).abs().max() < 1e-4
+    # Adapted to the utterance: each mel's mean over its second half is near 0.
+    assert alone[0, frames // 2 :].mean(0).abs().max() < 0.5
+    Checkpointer(tmp_path, {"norm": norm}).save_checkpoint()
+    loaded = CausalNormalization(prior_frames=50).eval()
+    Checkpointer(tmp_path, {"norm": loaded}).recover_if_possible()
+    assert torch.equal(loaded.glob_mean, norm.glob_mean)
+    assert torch.equal(loaded(fbank(short[None])), alone)
+
+
+@pytest.mark.parametrize("chunk_size, causal", [(8, False), (16, True)])
+def test_audio_streamed_in_pieces_equals_one_chunked_pass(
+    tiny_corpus, chunk_size, causal
+):
     model, frontend = model_and_frontend(seed=chunk_size)
     fbank = CausalFbank(n_mels=80)
     wav = torch.cat(corpus_audio(tiny_corpus, 2))[None]  # about 10 s
     with torch.no_grad():
-        norm = global_normalization(fbank(wav))
+        norm = global_normalization(fbank(wav), causal)
         config = DynChunkTrainConfig(chunk_size)
         whole = model.encode(frontend(norm(fbank(wav))), None, 0, config)
         stream = StreamingEncoder(fbank, norm, frontend, model, chunk_size)

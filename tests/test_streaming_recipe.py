@@ -96,6 +96,7 @@ def test_train_export_and_stream_the_exported_model(streaming_run, data_folder):
     wer_line(out / "wer_test-clean.txt")
     exported = (out / "model" / "hyperparams.yaml").read_text()
     assert "hyperconformer.CausalFbank" in exported
+    assert "hyperconformer.CausalNormalization" in exported
     assert "mixing_summary: mean" in exported
     assert "mixing_summary_frames: 256" in exported
 
