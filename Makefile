@@ -56,10 +56,11 @@ gpu-check: $(STAMP)
 # there run
 #   python -m pip install --no-index --no-deps --target /tmp/site wheels/*.whl
 #   PYTHONPATH=/tmp/site:. python tools/gpu_check.py
-# (espeakng-loader and soxr are for the corpus tool, soundfile for audio files.)
+# (espeakng-loader and soxr are for the corpus tool, soundfile for audio files;
+# sentencepiece replaces the image's 0.2.2, whose tokenizer training differs.)
 GPU_PYTHON ?= 3.12
 # The versions that ran there.
-GPU_WHEELS := speechbrain==1.1.2 hyperpyyaml==1.2.3 ruamel.yaml==0.18.17 \
+GPU_WHEELS := speechbrain==1.1.2 sentencepiece==0.2.3 hyperpyyaml==1.2.3 ruamel.yaml==0.18.17 \
 	ruamel.yaml.clib==0.2.15 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 \
 	soxr==1.1.0 espeakng-loader==0.2.4
 
