@@ -139,12 +139,14 @@ class CausalNormalization(InputNormalization):
 
     def causal(
         self, x: torch.Tensor, state: NormalizationState | None = None
-    ) -> tuple[torch.Tensor, NormalizationState]:
+    ) -> tuple[torch.Tensor, NormalizationState | None]:
         """Normalise globally normalised (batch, frames, n_feats) features by
         the statistics of the frames so far; ``state`` holds those of the
         frames before ``x`` (None at the start of an utterance). Returns the
         features and the new state. Frame ``t`` depends only on frames
         ``0..t``, so padding at the end changes no valid frame."""
+        if x.size(1) == 0:
+            return x, state
         x64 = x.double()
         count = torch.arange(1, x.size(1) + 1, device=x.device, dtype=torch.float64)
         total, squares = x64.cumsum(1), x64.square().cumsum(1)
@@ -158,8 +160,6 @@ class CausalNormalization(InputNormalization):
         mean = total / weight
         var = (squares + self.prior_frames) / weight - mean.square()
         out = (x64 - mean) / var.clamp(min=self.epsilon).sqrt()
-        if x.size(1) == 0:
-            return x, state
         return out.to(x.dtype), (count[:, -1], total[:, -1], squares[:, -1])
 
     def forward(
