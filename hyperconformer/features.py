@@ -148,14 +148,13 @@ class CausalNormalization(InputNormalization):
         if x.size(1) == 0:
             return x, state
         x64 = x.double()
-        count = torch.arange(1, x.size(1) + 1, device=x.device, dtype=torch.float64)
-        total, squares = x64.cumsum(1), x64.square().cumsum(1)
-        if state is not None:
-            count = count + state[0][:, None]
-            total = total + state[1][:, None]
-            squares = squares + state[2][:, None]
-        else:
-            count = count.expand(x.size(0), -1)
+        if state is None:  # the start of an utterance: no frames yet
+            zeros = x64.new_zeros(x.size(0), x.size(2))
+            state = (zeros[:, 0], zeros, zeros)
+        steps = torch.arange(1, x.size(1) + 1, device=x.device, dtype=torch.float64)
+        count = state[0][:, None] + steps
+        total = state[1][:, None] + x64.cumsum(1)
+        squares = state[2][:, None] + x64.square().cumsum(1)
         weight = (count + self.prior_frames).unsqueeze(-1)
         mean = total / weight
         var = (squares + self.prior_frames) / weight - mean.square()
