@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "recipes" / "LibriSpeech" / "ASR" / "train.py"
@@ -166,6 +167,13 @@ def test_resume_keeps_finished_epochs(data_folder, tmp_path):
     assert epochs_logged(out) == [1, 2]
     assert "Going into epoch 2" in proc.stderr + proc.stdout
     assert "Going into epoch 1" not in proc.stderr + proc.stdout
+    # The schedule, which fell to zero at the end of the first run, is
+    # stretched over both epochs instead of training the second at zero.
+    steps = steps_logged(out)
+    assert steps[1] == 2 * steps[0]
+    newest = max(Path(out / "save").glob("CKPT+*"), key=lambda p: p.stat().st_mtime)
+    schedule = torch.load(newest / "lr_scheduler.ckpt", weights_only=True)
+    assert schedule["num_training_steps"] == steps[1]
 
 
 def test_sigkill_mid_epoch_resumes_from_intra_epoch_checkpoint(data_folder, tmp_path):

@@ -175,10 +175,18 @@ class ASR(sb.core.Brain):
                 self.wer_metric.append(batch.id, predicted, targets)
         return loss
 
+    def on_fit_start(self):
+        """Recovers the checkpoint, then gives a schedule that ends at zero
+        (yaml ``num_training_steps: null``) this run's length in steps: a run
+        resumed with more epochs stretches it rather than training at zero."""
+        super().on_fit_start()
+        if self.run_steps is not None:
+            self.hparams.lr_annealing.num_training_steps = self.run_steps
+
     def on_fit_batch_start(self, batch, should_step):
-        """Sets the Noam learning rate before each optimiser step."""
+        """Sets the learning rate of the yaml's schedule before each optimiser step."""
         if should_step:
-            self.hparams.noam_annealing(self.optimizer)
+            self.hparams.lr_annealing(self.optimizer)
 
     def on_stage_start(self, stage, epoch=None):
         """Fresh metrics for each dev/test pass."""
@@ -499,6 +507,19 @@ def bound_fft_plans(device: str) -> None:
         torch.backends.cuda.cufft_plan_cache[index].max_size = FFT_PLANS
 
 
+def optimizer_steps(hparams, train_data, train_opts) -> int:
+    """Optimiser steps of the whole run, on this process."""
+    sampler = train_opts.get("batch_sampler")
+    if sampler is not None:
+        batches = len(sampler)
+    else:
+        batches = -(-len(train_data) // hparams["batch_size"])
+    if torch.distributed.is_initialized():  # each process takes its share
+        batches = -(-batches // torch.distributed.get_world_size())
+    per_epoch = -(-batches // hparams["grad_accumulation_factor"])
+    return per_epoch * hparams["number_of_epochs"]
+
+
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     run_opts = fix_run_opts(run_opts)
@@ -565,6 +586,10 @@ def main(argv):
     # ones when an interrupted epoch is resumed. (Under DDP, Brain wraps it.)
     asr.train_sampler = train_opts.get("batch_sampler")
     asr.test_search = make_test_search(hparams, asr.device)
+    scheduler = hparams["lr_annealing"]
+    asr.run_steps = None
+    if getattr(scheduler, "num_training_steps", 0) is None:
+        asr.run_steps = optimizer_steps(hparams, train_data, train_opts)
 
     start, cpu_start = time.perf_counter(), time.process_time()
     asr.fit(
